@@ -1,0 +1,1 @@
+"""The `artifactd` command line."""

@@ -1,0 +1,1 @@
+"""The artifactd gRPC server: configuration, servicer, storage adapters."""

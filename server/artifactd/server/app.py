@@ -1,0 +1,151 @@
+"""Builds, runs and drains the gRPC server.
+
+Shutdown order on SIGTERM/SIGINT, as a load balancer or a mesh expects it: health flips to
+NOT_SERVING for every service, the server stops accepting new calls, in-flight transfers get
+`grace_period` seconds to finish (an upload cut off after that publishes nothing), and the
+process exits 0. A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from artifactd.server import limits
+from artifactd.server.servicer import ArtifactServicer
+from artifactd.server.storage import open_storage
+from artifactd.server.storage.base import Storage
+from artifactd.v1 import artifact_service_pb2 as pb
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArtifactService"].full_name
+STALE_UPLOAD_AGE = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every setting of `artifactd serve`; the defaults are the documented embedded defaults."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    artifacts_destination: str = "./mlruns"
+    grace_period: float = 30.0
+    max_workers: int = 64
+    reflection: bool = True
+    fsync: bool = True
+    port_file: str | None = None
+
+
+class ArtifactServer:
+    """The gRPC server with the artifact, health and reflection services."""
+
+    def __init__(self, config: ServerConfig, storage: Storage | None = None) -> None:
+        self.config = config
+        self.storage = storage or open_storage(config.artifacts_destination, fsync=config.fsync)
+        self._committer = ThreadPoolExecutor(8, thread_name_prefix="commit")
+        self._server = grpc.server(
+            ThreadPoolExecutor(config.max_workers, thread_name_prefix="rpc"),
+            options=limits.GRPC_OPTIONS,
+        )
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+
+        pb_grpc.add_ArtifactServiceServicer_to_server(
+            ArtifactServicer(self.storage, self._committer), self._server
+        )
+        if config.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            )
+        self.port = 0
+
+    def start(self) -> int:
+        """Binds and starts serving; returns the bound port (useful with port 0)."""
+        address = f"{_bracket(self.config.host)}:{self.config.port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"could not listen on {address}")
+        self._server.start()
+        for service in ("", SERVICE_NAME):
+            self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        threading.Thread(target=self._sweep, name="sweep", daemon=True).start()
+        log.info(
+            "artifactd listening on %s:%d, artifacts in %s (%s)",
+            self.config.host,
+            self.port,
+            self.config.artifacts_destination,
+            self.storage.name,
+        )
+        if self.config.port_file:
+            _write_atomically(self.config.port_file, f"{self.port}\n")
+        return self.port
+
+    def _sweep(self) -> None:
+        try:
+            removed = self.storage.sweep_incomplete_uploads(STALE_UPLOAD_AGE)
+        except Exception:
+            log.exception("sweeping incomplete uploads failed")
+            return
+        if removed:
+            log.info("removed %d files of uploads interrupted by an earlier crash", removed)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drains: NOT_SERVING, no new calls, `grace` seconds for running ones, then stops."""
+        self._health.enter_graceful_shutdown()
+        grace = self.config.grace_period if grace is None else grace
+        self._server.stop(grace).wait()
+        self._committer.shutdown(wait=True)
+        self.storage.close()
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+
+def serve(config: ServerConfig) -> int:
+    """Runs until SIGTERM or SIGINT, then drains; returns the process exit code."""
+    server = ArtifactServer(config)
+    stop_requested = threading.Event()
+    signals = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: stopping without waiting for transfers")
+            os._exit(1)
+        log.info(
+            "%s received: draining for up to %.0fs",
+            signal.Signals(signum).name,
+            config.grace_period,
+        )
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    while not stop_requested.wait(3600):
+        pass
+    server.stop()
+    log.info("artifactd stopped")
+    return 0
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _write_atomically(path: str, text: str) -> None:
+    temp = f"{path}.tmp{os.getpid()}"
+    with open(temp, "w") as fh:
+        fh.write(text)
+    os.replace(temp, path)

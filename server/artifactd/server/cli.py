@@ -1,0 +1,111 @@
+"""`artifactd serve`: flags (each with an ARTIFACTD_* environment variable) into a ServerConfig."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from artifactd.errors import ArtifactError
+from artifactd.server.app import ServerConfig, serve
+
+_DEFAULTS = ServerConfig()
+
+
+@click.command("serve")
+@click.option(
+    "--host",
+    envvar="ARTIFACTD_HOST",
+    default=_DEFAULTS.host,
+    show_default=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    envvar="ARTIFACTD_PORT",
+    type=click.IntRange(0, 65535),
+    default=_DEFAULTS.port,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--artifacts-destination",
+    envvar="ARTIFACTD_ARTIFACTS_DESTINATION",
+    default=_DEFAULTS.artifacts_destination,
+    show_default=True,
+    help="Where artifacts are stored: a local or NFS directory, or file:///path.",
+)
+@click.option(
+    "--grace-period",
+    envvar="ARTIFACTD_GRACE_PERIOD",
+    type=click.FloatRange(0),
+    default=_DEFAULTS.grace_period,
+    show_default=True,
+    help="Seconds in-flight transfers get to finish after SIGTERM/SIGINT.",
+)
+@click.option(
+    "--max-workers",
+    envvar="ARTIFACTD_MAX_WORKERS",
+    type=click.IntRange(1),
+    default=_DEFAULTS.max_workers,
+    show_default=True,
+    help="Concurrent calls served; each running transfer holds one.",
+)
+@click.option(
+    "--reflection/--no-reflection",
+    envvar="ARTIFACTD_REFLECTION",
+    default=_DEFAULTS.reflection,
+    show_default=True,
+    help="Serve gRPC server reflection (for grpcurl and similar tools).",
+)
+@click.option(
+    "--fsync/--no-fsync",
+    envvar="ARTIFACTD_FSYNC",
+    default=_DEFAULTS.fsync,
+    show_default=True,
+    help="fsync every file and directory on publish (off: faster, not crash-safe).",
+)
+@click.option(
+    "--port-file",
+    envvar="ARTIFACTD_PORT_FILE",
+    default=None,
+    help="Write the bound port to this file once serving (for --port 0).",
+)
+@click.option(
+    "--log-level",
+    envvar="ARTIFACTD_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def serve_command(
+    host: str,
+    port: int,
+    artifacts_destination: str,
+    grace_period: float,
+    max_workers: int,
+    reflection: bool,
+    fsync: bool,
+    port_file: str | None,
+    log_level: str,
+) -> None:
+    """Serve the artifact API over gRPC."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = ServerConfig(
+        host=host,
+        port=port,
+        artifacts_destination=artifacts_destination,
+        grace_period=grace_period,
+        max_workers=max_workers,
+        reflection=reflection,
+        fsync=fsync,
+        port_file=port_file,
+    )
+    try:
+        code = serve(config)
+    except (ArtifactError, OSError) as exc:
+        click.echo(f"artifactd: cannot serve: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)

@@ -1,0 +1,31 @@
+"""Picks the storage adapter for an `--artifacts-destination` URI by its scheme."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from artifactd.errors import InvalidArgument
+from artifactd.server.storage.base import Storage
+
+
+def open_storage(destination: str, *, fsync: bool = True) -> Storage:
+    """The adapter for `destination`: a directory path or `file://` URI (more schemes to come)."""
+    if not destination:
+        raise InvalidArgument("the artifacts destination is empty")
+    parts = urlsplit(destination)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and destination[1:2] == ":"):
+        from artifactd.server.storage.local import LocalStorage
+
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise InvalidArgument(
+                    f"file URI {destination!r} names host {parts.netloc!r}; "
+                    "mount the share and give its local path instead"
+                )
+            return LocalStorage(unquote(parts.path), fsync=fsync)
+        return LocalStorage(destination, fsync=fsync)
+    raise InvalidArgument(
+        f"unsupported artifacts destination scheme {scheme!r} in {destination!r}; "
+        "supported: a local or NFS directory path, or file:///path"
+    )

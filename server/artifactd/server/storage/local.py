@@ -1,0 +1,456 @@
+"""Local disk and NFS: the artifact root is a directory.
+
+Publishing follows the one recipe that is atomic on local filesystems and on NFS alike: write to a
+hidden temporary file *in the destination directory* (rename across directories is not atomic on
+every NFS server), fsync it, then `rename` over the destination (overwrite) or `link` it into
+place (fail-if-exists: `link` refuses an existing name atomically), and fsync the directory so the
+new name survives a crash. Readers hold an open descriptor, so a concurrent overwrite never mixes
+two versions in one download.
+
+The sha256 of a published file is stored in an extended attribute together with the size and
+modification time it describes; a file changed behind the server's back no longer matches them
+and is reported with an unknown digest instead of a wrong one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+
+from artifactd.errors import DataLoss as DataLossError
+from artifactd.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from artifactd.paths import RESERVED_PREFIX, ArtifactPath, InvalidPath, parse
+from artifactd.server.storage.base import (
+    Entry,
+    FileReader,
+    Storage,
+    StorageCapabilities,
+    Upload,
+)
+
+log = logging.getLogger(__name__)
+
+DIGEST_XATTR = "user.artifactd.sha256"
+_TEMP_PREFIX = f"{RESERVED_PREFIX}upload-"
+
+
+class LocalStorage(Storage):
+    """An artifact root on a local or NFS-mounted directory."""
+
+    name = "local"
+    capabilities = StorageCapabilities(range_reads=True)
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        os.makedirs(root, exist_ok=True)
+        self._root = os.path.realpath(root)
+        self._fsync = fsync
+
+    @property
+    def root(self) -> str:
+        return self._root
+
+    # -- path resolution -------------------------------------------------------------------
+
+    def _full(self, path: ArtifactPath) -> str:
+        return os.path.join(self._root, *path.parts)
+
+    def _inside(self, real: str) -> bool:
+        return real == self._root or real.startswith(self._root + os.sep)
+
+    def _resolve(self, path: ArtifactPath) -> str:
+        """The real location of `path`, refusing symlinks that lead out of the root."""
+        real = os.path.realpath(self._full(path))
+        if not self._inside(real):
+            raise PermissionDenied(f"'{path}' resolves outside the artifact root (a symlink)")
+        return real
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def start_upload(self, path: ArtifactPath) -> Upload:
+        if path.is_root:
+            raise FailedPrecondition("the artifact root is a directory, not a file")
+        for _attempt in range(3):
+            created = self._make_parents(path)
+            directory = self._resolve(path.parent)
+            target = os.path.join(directory, path.name)
+            if os.path.isdir(target):
+                _remove_empty_dirs(created)
+                raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
+            temp = os.path.join(directory, f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                continue  # a concurrent delete removed the directory we just made: make it again
+            except OSError as exc:
+                _remove_empty_dirs(created)
+                raise _os_error(exc, path) from exc
+            return _LocalUpload(self, path, fd, temp, target, created)
+        raise Unavailable(f"'{path.parent}' keeps disappearing while uploading '{path}'; retry")
+
+    def _make_parents(self, path: ArtifactPath) -> list[str]:
+        """Creates the missing parent directories of `path`, returning the ones it created."""
+        created: list[str] = []
+        current = self._root
+        for index, part in enumerate(path.parts[:-1]):
+            current = os.path.join(current, part)
+            try:
+                os.mkdir(current, 0o755)
+                created.append(current)
+            except FileExistsError:
+                if not os.path.isdir(current):
+                    _remove_empty_dirs(created)
+                    prefix = "/".join(path.parts[: index + 1])
+                    raise FailedPrecondition(
+                        f"'{prefix}' is a file, so it cannot contain '{path}'"
+                    ) from None
+            except OSError as exc:
+                _remove_empty_dirs(created)
+                raise _os_error(exc, path) from exc
+        return created
+
+    def _sync_dir(self, directory: str) -> None:
+        if not self._fsync:
+            return
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open_file(self, path: ArtifactPath) -> FileReader:
+        if path.is_root:
+            raise FailedPrecondition("the artifact root is a directory; download it as a directory")
+        real = self._resolve(path)
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise FailedPrecondition(f"'{path}' is a directory, not a file")
+            if not stat.S_ISREG(st.st_mode):
+                raise FailedPrecondition(f"'{path}' is not a regular file")
+            entry = Entry(path, False, st.st_size, st.st_mtime_ns, _read_digest(fd, st))
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _LocalReader(fd, entry)
+
+    def stat(self, path: ArtifactPath) -> Entry:
+        real = self._resolve(path)
+        try:
+            st = os.stat(real)
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        return _entry(path, real, st)
+
+    def iter_tree(
+        self, path: ArtifactPath, *, recursive: bool, after: ArtifactPath | None = None
+    ) -> Iterator[Entry]:
+        real = self._resolve(path)
+        try:
+            st = os.stat(real)
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise FailedPrecondition(f"'{path}' is a file, not a directory")
+        yield from self._walk(real, path, recursive, after)
+
+    def _walk(
+        self, directory: str, path: ArtifactPath, recursive: bool, after: ArtifactPath | None
+    ) -> Iterator[Entry]:
+        try:
+            with os.scandir(directory) as it:
+                names = sorted(e.name for e in it if not e.name.startswith(RESERVED_PREFIX))
+        except FileNotFoundError:
+            return  # removed while we walked: it has no entries any more
+        for name in names:
+            child = _child_path(path, name)
+            if child is None:
+                continue
+            full = os.path.join(directory, name)
+            real = os.path.realpath(full)
+            if not self._inside(real):
+                continue  # a symlink leading out of the root is not part of the store
+            try:
+                st = os.stat(real)
+            except FileNotFoundError:
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            # Descend only into real directories: a symlinked one could loop back on the walk.
+            descend = recursive and is_dir and not os.path.islink(full)
+            if after is not None and child.parts <= after.parts:
+                if descend and after.is_relative_to(child):
+                    yield from self._walk(real, child, recursive, after)
+                continue
+            yield _entry(child, real, st)
+            if descend:
+                yield from self._walk(real, child, recursive, after)
+
+    # -- deleting --------------------------------------------------------------------------
+
+    def delete(self, path: ArtifactPath) -> bool:
+        if path.is_root:
+            raise FailedPrecondition("refusing to delete the artifact root")
+        try:
+            directory = self._resolve(path.parent)
+        except PermissionDenied:
+            raise
+        target = os.path.join(directory, path.name)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                return False  # a parent is a file: nothing can be at this path
+            raise _os_error(exc, path) from exc
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                _remove_tree(target)
+            else:
+                os.unlink(target)  # a file, or a symlink itself (never what it points to)
+        except FileNotFoundError:
+            return True  # a concurrent delete won the race; the path is gone either way
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        self._sync_dir(directory)
+        return True
+
+    def sweep_incomplete_uploads(self, older_than: float) -> int:
+        """Removes temporary files left by uploads that died with their server (SIGKILL, crash).
+
+        Only files untouched for `older_than` seconds go: a live upload writes continuously.
+        """
+        cutoff = time.time() - older_than
+        removed = 0
+        for directory, dirs, files in os.walk(self._root):
+            dirs[:] = [d for d in dirs if not d.startswith(RESERVED_PREFIX)]
+            for name in files:
+                if name.startswith(_TEMP_PREFIX):
+                    full = os.path.join(directory, name)
+                    try:
+                        if os.lstat(full).st_mtime < cutoff:
+                            os.unlink(full)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
+
+
+class _LocalUpload(Upload):
+    def __init__(
+        self,
+        storage: LocalStorage,
+        path: ArtifactPath,
+        fd: int,
+        temp: str,
+        target: str,
+        created_dirs: list[str],
+    ) -> None:
+        self._storage = storage
+        self._path = path
+        self._fd: int | None = fd
+        self._temp: str | None = temp
+        self._target = target
+        self._created = created_dirs
+
+    def write(self, data: bytes) -> None:
+        fd = self._fd
+        if fd is None:
+            raise RuntimeError("upload already finished")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise _os_error(exc, self._path) from exc
+
+    def commit(self, sha256: str, *, overwrite: bool) -> Entry:
+        fd, temp = self._fd, self._temp
+        if fd is None or temp is None:
+            raise RuntimeError("upload already finished")
+        try:
+            st = os.fstat(fd)
+            _write_digest(fd, sha256, st)
+            if self._storage._fsync:
+                os.fsync(fd)
+            os.close(fd)
+            self._fd = None
+            if overwrite:
+                os.replace(temp, self._target)
+            else:
+                os.link(temp, self._target)
+                os.unlink(temp)
+            self._temp = None
+            self._storage._sync_dir(os.path.dirname(self._target))
+        except FileExistsError:
+            self.abort()
+            raise _already_exists(self._path) from None
+        except OSError as exc:
+            self.abort()
+            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise FailedPrecondition(
+                    f"'{self._path}' became a directory during the upload; nothing was stored"
+                ) from exc
+            raise _os_error(exc, self._path) from exc
+        except BaseException:
+            self.abort()
+            raise
+        return Entry(self._path, False, st.st_size, st.st_mtime_ns, sha256)
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temp)
+            self._temp = None
+            _remove_empty_dirs(self._created)
+            self._created = []
+
+
+class _LocalReader(FileReader):
+    def __init__(self, fd: int, entry: Entry) -> None:
+        self._fd: int | None = fd
+        self.entry = entry
+
+    def chunks(self, offset: int, limit: int, chunk_size: int) -> Iterator[bytes]:
+        fd = self._fd
+        if fd is None:
+            raise RuntimeError("reader is closed")
+        end = self.entry.size if limit == 0 else min(self.entry.size, offset + limit)
+        position = offset
+        while position < end:
+            data = os.pread(fd, min(chunk_size, end - position), position)
+            if not data:
+                raise DataLossError(
+                    f"'{self.entry.path}' shrank to {position} bytes while being read "
+                    f"(it was {self.entry.size}); it was modified outside artifactd"
+                )
+            position += len(data)
+            yield data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _child_path(parent: ArtifactPath, name: str) -> ArtifactPath | None:
+    """The path of a directory entry, or None for names the path grammar refuses.
+
+    Such names can only have been made outside artifactd; listing them would hand clients paths
+    that every other call rejects, so they are left out (and logged).
+    """
+    try:
+        return parse(f"{parent}/{name}" if parent.parts else name)
+    except InvalidPath as exc:
+        log.warning("skipping an entry no client could address: %s", exc.message)
+        return None
+
+
+def _entry(path: ArtifactPath, real: str, st: os.stat_result) -> Entry:
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(path, True, 0, st.st_mtime_ns)
+    try:
+        digest = _parse_digest(os.getxattr(real, DIGEST_XATTR), st)
+    except OSError:
+        digest = None
+    return Entry(path, False, st.st_size, st.st_mtime_ns, digest)
+
+
+def _write_digest(fd: int, sha256: str, st: os.stat_result) -> None:
+    try:
+        os.setxattr(fd, DIGEST_XATTR, f"{sha256} {st.st_size} {st.st_mtime_ns}".encode())
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            raise
+        # The filesystem keeps no extended attributes: the digest is checked, not remembered.
+
+
+def _read_digest(fd: int, st: os.stat_result) -> str | None:
+    try:
+        return _parse_digest(os.getxattr(fd, DIGEST_XATTR), st)
+    except OSError:
+        return None
+
+
+def _parse_digest(raw: bytes, st: os.stat_result) -> str | None:
+    try:
+        digest, size, mtime = raw.decode().split(" ")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if size != str(st.st_size) or mtime != str(st.st_mtime_ns):
+        return None  # the file changed after artifactd wrote it: the digest no longer describes it
+    return digest
+
+
+def _remove_tree(target: str) -> None:
+    """rmtree that tolerates uploads creating temporary files in the tree while it runs."""
+    for attempt in range(5):
+        try:
+            shutil.rmtree(target)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or attempt == 4:
+                raise
+
+
+def _remove_empty_dirs(created: list[str]) -> None:
+    """Undoes the directories an aborted upload made, deepest first, if nothing else used them."""
+    for directory in reversed(created):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
+
+
+def _already_exists(path: ArtifactPath) -> Exception:
+    from artifactd.errors import AlreadyExists
+
+    return AlreadyExists(f"'{path}' already exists and the upload asked not to overwrite it")
+
+
+def _os_error(exc: OSError, path: ArtifactPath) -> Exception:
+    """Maps an OS error to the artifactd error a client can act on."""
+    code = exc.errno
+    if code == errno.ENOENT:
+        return NotFound(f"'{path}' does not exist")
+    if code == errno.ENOTDIR:
+        return NotFound(f"'{path}' does not exist (a parent is a file)")
+    if code == errno.EISDIR:
+        return FailedPrecondition(f"'{path}' is a directory")
+    if code == errno.ELOOP:
+        return PermissionDenied(f"'{path}' is a symbolic link; artifactd does not follow it")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(f"the server may not access '{path}': {exc.strerror}")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        from artifactd.errors import ResourceExhausted
+
+        return ResourceExhausted(f"no space left for '{path}' on the artifact store")
+    if code == errno.ENAMETOOLONG:
+        from artifactd.errors import InvalidArgument
+
+        return InvalidArgument(f"'{path}' is too long for the artifact store's filesystem")
+    return Unavailable(f"storage error on '{path}': {exc.strerror or exc}")

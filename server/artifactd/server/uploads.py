@@ -1,0 +1,184 @@
+"""Receiving files from an upload stream: the part of LogArtifact(s) that no backend repeats.
+
+Bytes are hashed and size-checked as they arrive and written straight to the backend's invisible
+upload; only a file whose size and sha256 match what the client declared is committed. The
+`UploadStream` state machine reads the header / data / finish messages of either RPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from artifactd.errors import Aborted, ArtifactError, DataLoss, InvalidArgument
+from artifactd.paths import ArtifactPath
+from artifactd.server.storage.base import Entry, Storage, Upload
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def parse_digest(value: str, what: str) -> str | None:
+    """A lower-case hex sha256, or None when the client sent none."""
+    if not value:
+        return None
+    if not _SHA256.match(value):
+        raise InvalidArgument(f"{what} must be 64 hex characters (a sha256), got {value!r}")
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    """What the client declared about one file before sending it."""
+
+    path: ArtifactPath
+    size: int | None
+    sha256: str | None
+    overwrite: bool
+
+
+class IncomingFile:
+    """One file arriving in chunks; committed only if every declared check passes."""
+
+    def __init__(self, storage: Storage, spec: UploadSpec) -> None:
+        self.spec = spec
+        self._upload: Upload = storage.start_upload(spec.path)
+        self._hash = hashlib.sha256()
+        self._received = 0
+
+    def write(self, data: bytes) -> None:
+        self._received += len(data)
+        declared = self.spec.size
+        if declared is not None and self._received > declared:
+            raise DataLoss(
+                f"'{self.spec.path}': received more than the declared {declared} bytes; "
+                "nothing was stored"
+            )
+        self._hash.update(data)
+        self._upload.write(data)
+
+    def seal(self, final_sha256: str | None) -> Callable[[], Entry]:
+        """Checks size and digests; returns the commit to run (it may run on another thread)."""
+        spec = self.spec
+        if spec.size is not None and self._received != spec.size:
+            raise DataLoss(
+                f"'{spec.path}': received {self._received} bytes but {spec.size} were declared; "
+                "nothing was stored"
+            )
+        digest = self._hash.hexdigest()
+        for claimed, source in ((spec.sha256, "header"), (final_sha256, "finish")):
+            if claimed is not None and claimed != digest:
+                raise DataLoss(
+                    f"'{spec.path}': sha256 of the received bytes is {digest}, but the {source} "
+                    f"declared {claimed}; nothing was stored"
+                )
+        upload, overwrite = self._upload, spec.overwrite
+        return lambda: upload.commit(digest, overwrite=overwrite)
+
+    def abort(self) -> None:
+        self._upload.abort()
+
+
+class UploadMessage(Protocol):
+    """The shape LogArtifactRequest and LogArtifactsRequest share."""
+
+    data: bytes
+
+    def HasField(self, field_name: Any) -> bool: ...  # noqa: N802 - protobuf name
+
+
+@dataclass
+class FileEvent:
+    """A file whose stream part is complete: `commit` publishes it, or `error` says why not."""
+
+    path: str
+    commit: Callable[[], Entry] | None = None
+    error: ArtifactError | None = None
+
+
+class UploadStream:
+    """Splits a stream of upload messages into files.
+
+    `header_of(message)` turns a header message into an `UploadSpec` (raising for bad input),
+    and `finish_digest(message)` reads the digest of a finish message. Per-file failures become
+    `FileEvent.error` and the file's remaining data is skipped; protocol violations raise
+    `InvalidArgument` and end the stream.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        header_of: Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]],
+        finish_digest: Callable[[UploadMessage], str | None],
+        max_files: int,
+    ) -> None:
+        self._storage = storage
+        self._header_of = header_of
+        self._finish_digest = finish_digest
+        self._max_files = max_files
+
+    def files(self, messages: Iterable[UploadMessage]) -> Iterator[FileEvent]:
+        current: IncomingFile | None = None
+        failed: FileEvent | None = None  # the file whose remaining data is being skipped
+        started = 0
+        try:
+            for message in messages:
+                if message.HasField("header"):
+                    if current is not None or failed is not None:
+                        raise InvalidArgument(
+                            "a header arrived before the previous file's finish message"
+                        )
+                    started += 1
+                    current, failed = self._open(message, started)
+                elif current is None and failed is None:
+                    raise InvalidArgument("data or finish arrived before any header message")
+                if current is not None and message.data:
+                    try:
+                        current.write(message.data)
+                    except ArtifactError as exc:
+                        current.abort()
+                        failed, current = FileEvent(str(current.spec.path), error=exc), None
+                if message.HasField("finish"):
+                    if failed is not None:
+                        yield failed
+                    elif current is not None:
+                        yield self._seal(current, message)
+                    current = failed = None
+        finally:
+            if current is not None:
+                current.abort()
+        if current is not None or failed is not None:
+            path = (
+                str(current.spec.path) if current is not None else (failed.path if failed else "")
+            )
+            yield FileEvent(
+                path,
+                error=Aborted(
+                    f"the stream ended before the finish message of '{path}'; nothing was stored"
+                ),
+            )
+
+    def _open(
+        self, message: UploadMessage, number: int
+    ) -> tuple[IncomingFile | None, FileEvent | None]:
+        """Starts the file a header announces, or the failure event that skips its data."""
+        raw_path, spec_of = self._header_of(message)
+        try:
+            if number > self._max_files:
+                raise InvalidArgument(
+                    f"one stream carries at most {self._max_files} files; "
+                    "start another stream for the rest"
+                )
+            return IncomingFile(self._storage, spec_of()), None
+        except ArtifactError as exc:
+            return None, FileEvent(raw_path, error=exc)
+
+    def _seal(self, incoming: IncomingFile, message: UploadMessage) -> FileEvent:
+        path = str(incoming.spec.path)
+        try:
+            return FileEvent(path, commit=incoming.seal(self._finish_digest(message)))
+        except ArtifactError as exc:
+            incoming.abort()
+            return FileEvent(path, error=exc)
