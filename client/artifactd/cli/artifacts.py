@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
 from artifactd.client import ArtifactClient, ArtifactInfo
 from artifactd.client.settings import SERVER_VARIABLE
 from artifactd.client.target import DEFAULT_TARGET, resolve
@@ -158,3 +159,25 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+@click.command("health")
+@click.option("--service", default="", help="Service to check (default: the whole server).")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait.")
+@_server_option
+def health_command(service: str, timeout: float, server: str) -> None:
+    """Exit 0 if the server reports SERVING (grpc.health.v1), 1 otherwise (for HEALTHCHECK)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            click.echo(f"artifactd: {server}: {exc.code().name}", err=True)  # type: ignore[attr-defined]
+            sys.exit(1)
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    click.echo(status)
+    sys.exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)

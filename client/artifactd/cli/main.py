@@ -6,7 +6,8 @@ import warnings
 from typing import Any
 
 import click
-from artifactd.cli.artifacts import artifacts
+
+from artifactd.cli.artifacts import artifacts, health_command
 
 
 class _Root(click.Group):
@@ -28,6 +29,7 @@ def cli() -> None:
 
 
 cli.add_command(artifacts)
+cli.add_command(health_command)
 
 
 def _one_line_warning(

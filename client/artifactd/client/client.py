@@ -21,6 +21,8 @@ from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
 import grpc
+from tqdm import tqdm
+
 from artifactd.client.localfiles import VerifiedFile, local_target, make_dir
 from artifactd.client.settings import SERVER_VARIABLE, ClientSettings
 from artifactd.client.target import (
@@ -40,7 +42,6 @@ from artifactd.errors import (
 from artifactd.paths import ArtifactPath, join, parse
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
-from tqdm import tqdm
 
 T = TypeVar("T")
 

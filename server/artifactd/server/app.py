@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from types import FrameType
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from artifactd.server import limits
 from artifactd.server.servicer import ArtifactServicer
 from artifactd.server.storage import open_storage
 from artifactd.server.storage.base import Storage
 from artifactd.v1 import artifact_service_pb2 as pb
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ import logging
 import sys
 
 import click
+
 from artifactd.errors import ArtifactError
 from artifactd.server.app import ServerConfig, serve
 

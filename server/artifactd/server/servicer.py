@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from artifactd.errors import ArtifactError, InvalidArgument, OutOfRange
 from artifactd.paths import parse
 from artifactd.server import limits, paging
@@ -28,7 +30,6 @@ from artifactd.server.uploads import (
 )
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 log = logging.getLogger(__name__)
 

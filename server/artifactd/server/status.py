@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
+
 from artifactd.errors import ArtifactError
 
 log = logging.getLogger(__name__)

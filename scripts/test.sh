@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs and runs all of it: generated-code check, buf lint,
+# ruff, mypy and pytest (real server processes on 127.0.0.1). Works on a fresh machine with
+# Python >= 3.11; installs Node.js/npm from Debian when missing (for buf), as root.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k listing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "python environment ($VENV)"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
+
+step "buf (npm)"
+if ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -q --no-install-recommends nodejs npm
+fi
+if [ ! -x .tools/node_modules/.bin/buf ]; then
+  mkdir -p .tools
+  (cd .tools && npm install --no-audit --no-fund --silent @bufbuild/buf@1.75.0)
+fi
+
+step "generated stubs are up to date"
+PYTHON="$VENV/bin/python" scripts/gen_protos.sh
+if [ -d .git ] && [ -n "$(git status --porcelain -- client/artifactd/v1)" ]; then
+  git status --porcelain -- client/artifactd/v1
+  git --no-pager diff --stat -- client/artifactd/v1
+  echo "Generated code is out of date: run scripts/gen_protos.sh and commit the result." >&2
+  exit 1
+fi
+
+step "buf lint"
+.tools/node_modules/.bin/buf lint
+
+step "ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+
+step "mypy"
+"$VENV/bin/mypy" -p artifactd.server -p artifactd.client -p artifactd.cli -p artifactd.paths -p artifactd.errors
+
+step "pytest"
+"$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,82 @@
+"""Fixtures: a real artifactd server process shared by the session, clients and stubs for it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from artifactd.client import ArtifactClient
+from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+
+from servers import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One artifactd process for the session; each test works under its own `prefix`."""
+    base = tmp_path_factory.mktemp("artifactd")
+    process = start_server(base / "store", base / "run")
+    yield process
+    code = process.stop()
+    assert code == 0, f"server exited with {code}:\n{process.log_text()}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh directory name, so tests sharing the server never see each other's artifacts."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[ArtifactClient]:
+    with ArtifactClient(server.target) as c:
+        yield c
+
+
+@pytest.fixture
+def stub(server: ServerProcess) -> Iterator[pb_grpc.ArtifactServiceStub]:
+    with grpc.insecure_channel(server.target) as channel:
+        yield pb_grpc.ArtifactServiceStub(channel)
+
+
+@pytest.fixture(autouse=True)
+def _no_storage_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from an environment without client-side storage variables or timeouts."""
+    from artifactd.client.target import RESERVED_STORAGE_VARIABLES
+
+    for name in (*RESERVED_STORAGE_VARIABLES, "ARTIFACTD_SERVER", "ARTIFACTD_STRICT_ENV",
+                 "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+def write_random(path: Path, size: int) -> str:
+    """Writes `size` random bytes to `path` in pieces; returns their sha256."""
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, 1 << 20))
+            digest.update(block)
+            fh.write(block)
+            remaining -= len(block)
+    return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def visible_files(root: Path) -> list[str]:
+    """Every file under `root`, relative, including hidden ones (tests look for leftovers)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())

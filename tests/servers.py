@@ -1,0 +1,99 @@
+"""Starts real artifactd server processes for the tests, on 127.0.0.1 and an ephemeral port.
+
+The server binds port 0 and writes the port it got to a file (`--port-file`), so there is no
+window in which another process could take a port picked in advance. Every process is stopped by
+its PID in teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    root: Path
+    log: Path
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signals the server by PID and waits; SIGKILL if it does not exit in `timeout`."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def start_server(root: Path, workdir: Path, *args: str, timeout: float = 30.0) -> ServerProcess:
+    """Starts `artifactd serve` on `root` and waits until its health service says SERVING."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port_file = workdir / f"port-{time.monotonic_ns()}"
+    log = workdir / f"server-{time.monotonic_ns()}.log"
+    command = [
+        sys.executable, "-m", "artifactd.cli.main", "serve",
+        "--host", HOST, "--port", "0", "--port-file", str(port_file),
+        "--artifacts-destination", str(root), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(_source_roots())}
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"artifactd exited with {process.returncode} before serving:\n{log.read_text()}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"artifactd did not start in {timeout}s:\n{log.read_text()}")
+        time.sleep(0.05)
+    server = ServerProcess(process, int(port_file.read_text()), root, log, list(args))
+    wait_serving(server.target, timeout=max(1.0, deadline - time.monotonic()))
+    return server
+
+
+def wait_serving(target: str, timeout: float = 10.0) -> None:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+
+def _source_roots() -> list[str]:
+    top = Path(__file__).resolve().parent.parent
+    return [str(top / "server"), str(top / "client")]
