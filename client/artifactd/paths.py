@@ -24,12 +24,12 @@ MAX_DEPTH = 128
 RESERVED_PREFIX = ".artifactd-"
 """Segments starting with this are the server's (temporary upload files) and never user paths."""
 
-_MAX_DECODE_ROUNDS = 8
+_MAX_DECODE_ROUNDS = 7
 _FORBIDDEN_CHARS = frozenset("\\#;?")
 # Bidirectional overrides and isolates can make a listed name read differently from what it is;
 # line and paragraph separators break line-oriented tools; the BOM is invisible.
 _INVISIBLE = frozenset(
-    "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029\ufeff"
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029\ufeff"
 )
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -101,34 +101,37 @@ def parse(path: str, *, allow_root: bool = False, what: str = "path") -> Artifac
     for part in parts:
         if len(part.encode("utf-8")) > MAX_SEGMENT_BYTES:
             raise InvalidPath(f"{what} has a segment longer than {MAX_SEGMENT_BYTES} bytes")
-        if part.startswith(RESERVED_PREFIX):
-            raise InvalidPath(
-                f"{what} segment {part!r} uses the reserved prefix {RESERVED_PREFIX!r}"
-            )
     return ArtifactPath(parts)
 
 
 def _decoded_forms(path: str, what: str) -> list[str]:
-    """The path, each stage of repeated percent-decoding, and their NFKC forms.
+    """Every reading of the path: repeated percent-decoding and NFKC, in any order.
 
-    A path is only as safe as the least-decoded reading any component (a proxy, a URL library,
-    a Windows client) may apply to it, so every reading must pass the grammar.
+    A path is only as safe as the most-decoded reading any component (a proxy, a URL library, a
+    Windows client) may apply to it, so every reading must pass the grammar. Decoding and
+    normalisation feed each other (a fullwidth `%2e` becomes `%2e` under NFKC, then `.`), hence
+    the closure rather than one pass of each.
     """
-    forms = [path]
-    current = path
-    for _ in range(_MAX_DECODE_ROUNDS):
+    forms: list[tuple[str, int]] = [(path, 0)]  # each reading with its percent-decoding depth
+    seen = {path}
+    index = 0
+    while index < len(forms):
+        current, depth = forms[index]
+        index += 1
         try:
             decoded = unquote(current, errors="strict")
         except UnicodeDecodeError:
             raise InvalidPath(f"{what} percent-decodes to invalid UTF-8: {path!r}") from None
-        if decoded == current:
-            break
-        forms.append(decoded)
-        current = decoded
-    else:
-        raise InvalidPath(f"{what} is percent-encoded too many times: {path!r}")
-    forms.extend(unicodedata.normalize("NFKC", f) for f in list(forms))
-    return forms
+        if decoded != current and depth >= _MAX_DECODE_ROUNDS:
+            raise InvalidPath(f"{what} is percent-encoded too many times: {path!r}")
+        for reading, reading_depth in (
+            (decoded, depth + 1),
+            (unicodedata.normalize("NFKC", current), depth),
+        ):
+            if reading not in seen:
+                seen.add(reading)
+                forms.append((reading, reading_depth))
+    return [form for form, _ in forms]
 
 
 def _check_form(form: str, original: str, what: str) -> None:
@@ -151,6 +154,8 @@ def _check_form(form: str, original: str, what: str) -> None:
             raise fail(f"has the segment {part!r}; '.' and '..' segments are not allowed")
         if _DRIVE.match(part):
             raise fail(f"has a drive-letter segment {part!r}")
+        if part.startswith(RESERVED_PREFIX):
+            raise fail(f"has a segment with the reserved prefix {RESERVED_PREFIX!r}")
 
 
 def join(base: ArtifactPath, *relative: str) -> ArtifactPath:
