@@ -86,7 +86,9 @@ def test_graceful_shutdown_lets_transfers_finish(tmp_path: Path) -> None:
                 )
             reply = future.result(timeout=30)
             assert reply.file.file_size == 30 * 1024
+            t_drained = time.monotonic()
             assert server.process.wait(30) == 0
+            assert time.monotonic() - t_drained < 5, "an open health Watch must not hold the drain"
             watcher.join(5)
     finally:
         server.stop(signal.SIGKILL)
@@ -103,10 +105,15 @@ def test_transfers_past_the_grace_period_publish_nothing(tmp_path: Path) -> None
             started = threading.Event()
             future = stub.LogArtifact.future(slow_upload("late.bin", 100, 0.1, started), timeout=30)
             assert started.wait(10)
+            time.sleep(0.5)  # the call is running on the server
             t0 = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
-            with pytest.raises(grpc.RpcError):
-                future.result(timeout=20)
+            with pytest.raises(grpc.RpcError) as err:
+                reply = future.result(timeout=20)
+                pytest.fail(f"an upload cut off by shutdown must not succeed: {reply}")
+            assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), (
+                err.value
+            )
             assert server.process.wait(20) == 0
             assert time.monotonic() - t0 < 10
     finally:

@@ -55,7 +55,10 @@ VALID = [
     pytest.param(".hidden/.config", id="hidden-names"),
     pytest.param(".artifactd", id="reserved-word-without-dash"),
     pytest.param("x.artifactd-upload", id="reserved-prefix-not-at-start"),
-    pytest.param("ｆｕｌｌｗｉｄｔｈ/ＡＢＣ", id="fullwidth-letters"),
+    pytest.param(
+        "\uff46\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48/\uff21\uff22\uff23",
+        id="fullwidth-letters",
+    ),
     pytest.param("a~b/a@b/a+b=c/[x]/{y}/a'b\"c/-_", id="punctuation"),
     pytest.param("/".join(["level"] * 100), id="depth-100"),
     pytest.param("/".join(["d"] * MAX_DEPTH), id="depth-max"),
@@ -154,7 +157,7 @@ INVALID = [
     pytest.param("C:win.ini", DRIVE, id="drive-relative"),
     pytest.param("a/Z:", DRIVE, id="drive-inner-segment"),
     pytest.param("C%3a/Windows", DRIVE, id="drive-encoded-colon"),
-    pytest.param("ｃ:/x", DRIVE, id="drive-fullwidth-letter"),
+    pytest.param("\uff43:/x", DRIVE, id="drive-fullwidth-letter"),
     # percent-encoded forms (every decoding round must pass the grammar)
     pytest.param("%2e%2e/etc/passwd", DOT_SEGMENT, id="encoded-dotdot"),
     pytest.param("%2E%2E%2Fetc", DOT_SEGMENT, id="encoded-dotdot-upper"),
@@ -178,17 +181,21 @@ INVALID = [
     pytest.param("%ff", BAD_DECODED_UTF8, id="encoded-invalid-utf8"),
     pytest.param("%" + "25" * 7 + "41", OVER_ENCODED, id="percent-encoded-8-times"),
     # Unicode compatibility (NFKC) forms
-    pytest.param("．．／etc／passwd", DOT_SEGMENT, id="fullwidth-dots-and-slash"),
-    pytest.param("a/．．/b", DOT_SEGMENT, id="fullwidth-dotdot-segment"),
+    pytest.param("\uff0e\uff0e\uff0fetc\uff0fpasswd", DOT_SEGMENT, id="fullwidth-dots-and-slash"),
+    pytest.param("a/\uff0e\uff0e/b", DOT_SEGMENT, id="fullwidth-dotdot-segment"),
     pytest.param("a/\u2024\u2024/b", DOT_SEGMENT, id="one-dot-leaders"),
     pytest.param("a/\u2025/b", DOT_SEGMENT, id="two-dot-leader"),
-    pytest.param("／etc", ABSOLUTE, id="fullwidth-leading-slash"),
-    pytest.param("a＼b", FORBIDDEN, id="fullwidth-backslash"),
-    pytest.param("a＃b", FORBIDDEN, id="fullwidth-hash"),
-    pytest.param("a﹖b", FORBIDDEN, id="small-question-mark"),
+    pytest.param("\uff0fetc", ABSOLUTE, id="fullwidth-leading-slash"),
+    pytest.param("a\uff3cb", FORBIDDEN, id="fullwidth-backslash"),
+    pytest.param("a\uff03b", FORBIDDEN, id="fullwidth-hash"),
+    pytest.param("a\ufe56b", FORBIDDEN, id="small-question-mark"),
     pytest.param("%ef%bc%8e%ef%bc%8e/etc", DOT_SEGMENT, id="encoded-fullwidth-dots"),
-    # A reading that NFKC-normalises and then percent-decodes: `％２ｅ` is `%2e` after NFKC.
-    pytest.param("％２ｅ％２ｅ／etc／passwd", DOT_SEGMENT, id="fullwidth-percent-escapes"),
+    # A reading that NFKC-normalises and then percent-decodes: fullwidth `%2e` is `%2e` after NFKC.
+    pytest.param(
+        "\uff05\uff12\uff45\uff05\uff12\uff45\uff0fetc\uff0fpasswd",
+        DOT_SEGMENT,
+        id="fullwidth-percent-escapes",
+    ),
     # sizes
     pytest.param(_path_of_bytes(MAX_PATH_BYTES + 1), TOO_LONG, id="path-1025-bytes"),
     pytest.param("模" * 342, TOO_LONG, id="path-1026-bytes-3-byte-chars"),
@@ -203,7 +210,7 @@ INVALID = [
     pytest.param(".artifactd-upload-x/b", RESERVED, id="reserved-directory"),
     # Every decoded and normalised reading obeys the same rules, the reserved prefix included.
     pytest.param("%2eartifactd-upload-x", RESERVED, id="reserved-percent-encoded-dot"),
-    pytest.param("．artifactd-upload-x", RESERVED, id="reserved-fullwidth-dot"),
+    pytest.param("\uff0eartifactd-upload-x", RESERVED, id="reserved-fullwidth-dot"),
     # encoding
     pytest.param("a\ud800b", BAD_UTF8, id="lone-surrogate"),
 ]
@@ -325,7 +332,7 @@ def test_join_reparses_the_tail() -> None:
     assert join(base) == base
     assert join(base, "") == base
     assert join(ROOT) == ROOT
-    for bad in ("..", "../x", "/etc", "a//b", "a\\b", "%2e%2e", "C:", "．．"):
+    for bad in ("..", "../x", "/etc", "a//b", "a\\b", "%2e%2e", "C:", "\uff0e\uff0e"):
         with pytest.raises(InvalidPath):
             join(base, bad)
     with pytest.raises(InvalidPath):

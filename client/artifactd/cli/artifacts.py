@@ -176,7 +176,7 @@ def health_command(service: str, timeout: float, server: str) -> None:
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.RpcError as exc:
-            click.echo(f"artifactd: {server}: {exc.code().name}", err=True)  # type: ignore[attr-defined]
+            click.echo(f"artifactd: {server}: {exc.code().name}", err=True)
             sys.exit(1)
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     click.echo(status)

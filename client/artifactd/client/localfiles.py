@@ -15,27 +15,24 @@ import os
 import uuid
 
 from artifactd.errors import DataLoss, PermissionDenied
+from artifactd.localfs import make_dirs_inside
 from artifactd.paths import RESERVED_PREFIX
 
 
 def local_target(dst_real: str, parts: tuple[str, ...]) -> str:
     """The local path for `parts` under the (resolved) directory `dst_real`, parents created."""
-    target = os.path.join(dst_real, *parts)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    real_parent = os.path.realpath(parent)
-    if real_parent != dst_real and not real_parent.startswith(dst_real + os.sep):
-        raise PermissionDenied(
-            f"refusing to write {'/'.join(parts)!r}: it would land outside {dst_real!r}"
-        )
-    return target
+    try:
+        parent, _ = make_dirs_inside(dst_real, parts[:-1])
+    except PermissionDenied as exc:
+        raise PermissionDenied(f"refusing to write {'/'.join(parts)!r}: {exc.message}") from None
+    return os.path.join(parent, parts[-1])
 
 
 def make_dir(dst_real: str, parts: tuple[str, ...]) -> None:
-    target = local_target(dst_real, parts)
-    os.makedirs(target, exist_ok=True)
-    if not os.path.realpath(target).startswith(dst_real):
-        raise PermissionDenied(f"refusing to create {'/'.join(parts)!r} outside {dst_real!r}")
+    try:
+        make_dirs_inside(dst_real, parts)
+    except PermissionDenied as exc:
+        raise PermissionDenied(f"refusing to create {'/'.join(parts)!r}: {exc.message}") from None
 
 
 class VerifiedFile:

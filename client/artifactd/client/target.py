@@ -110,12 +110,15 @@ def resolve(location: str | None, *, allow_root: bool = True) -> Location:
     target = None
     if parts.netloc:
         if "@" in parts.netloc:
-            raise InvalidArgument(f"{location!r}: credentials do not belong in an artifact URI")
+            shown = f"{scheme}://<credentials>@{parts.netloc.rsplit('@', 1)[1]}{parts.path}"
+            raise InvalidArgument(f"{shown!r}: credentials do not belong in an artifact URI")
         try:
-            port = parts.port or DEFAULT_PORT
+            port = DEFAULT_PORT if parts.port is None else parts.port
         except ValueError:
             raise InvalidArgument(f"{location!r} has an invalid port") from None
         host = parts.hostname or ""
+        if not host or port == 0:
+            raise InvalidArgument(f"{location!r} needs a host and a port from 1 to 65535")
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     raw = parts.path[1:] if parts.path.startswith("/") else parts.path
     return Location(target, parse(raw, allow_root=allow_root))

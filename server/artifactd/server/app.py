@@ -61,9 +61,8 @@ class ArtifactServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
-        pb_grpc.add_ArtifactServiceServicer_to_server(
-            ArtifactServicer(self.storage, self._committer), self._server
-        )
+        self._servicer = ArtifactServicer(self.storage, self._committer)
+        pb_grpc.add_ArtifactServiceServicer_to_server(self._servicer, self._server)
         if config.reflection:
             reflection.enable_server_reflection(
                 (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -104,7 +103,11 @@ class ArtifactServer:
         """Drains: NOT_SERVING, no new calls, `grace` seconds for running ones, then stops."""
         self._health.enter_graceful_shutdown()
         grace = self.config.grace_period if grace is None else grace
-        self._server.stop(grace).wait()
+        stopped = self._server.stop(grace)
+        # Transfers done before the grace ends: cut the calls left (health watches) right away.
+        if self._servicer.in_flight.wait_idle(grace):
+            self._server.stop(0)
+        stopped.wait()
         self._committer.shutdown(wait=True)
         self.storage.close()
 

@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from artifactd.errors import ArtifactError, InvalidArgument, OutOfRange
 from artifactd.paths import parse
 from artifactd.server import limits, paging
-from artifactd.server.status import translate_errors
+from artifactd.server.status import InFlight, translate_errors
 from artifactd.server.storage.base import Entry, Storage
 from artifactd.server.uploads import (
     FileEvent,
@@ -71,6 +71,7 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
     def __init__(self, storage: Storage, committer: ThreadPoolExecutor) -> None:
         self._storage = storage
         self._committer = committer
+        self.in_flight = InFlight()
 
     def _stream(self, max_files: int) -> UploadStream:
         return UploadStream(self._storage, _upload_header, _finish_digest, max_files)

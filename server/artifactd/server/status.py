@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -22,6 +23,32 @@ from artifactd.errors import ArtifactError
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InFlight:
+    """Counts running artifact calls, so a drain can end as soon as the last transfer is done.
+
+    Long-lived calls that are not transfers (a load balancer's health Watch stream) would
+    otherwise hold every shutdown for the whole grace period.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._idle:
+            self._count -= 1
+            if self._count == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
@@ -36,7 +63,10 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
 
 
 def translate_errors(method: F) -> F:
-    """Maps exceptions raised by a unary or streaming servicer method onto gRPC statuses."""
+    """Maps exceptions raised by a unary or streaming servicer method onto gRPC statuses.
+
+    The call counts as in flight (`self.in_flight`) until its last message is sent.
+    """
     name = method.__name__
 
     if inspect.isgeneratorfunction(method):
@@ -44,7 +74,8 @@ def translate_errors(method: F) -> F:
         @functools.wraps(method)
         def stream_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                yield from method(self, request, context)
+                with self.in_flight:
+                    yield from method(self, request, context)
             except grpc.RpcError:
                 log.info("%s: the client went away", name)  # cancelled or deadline passed
             except Exception as exc:
@@ -55,7 +86,8 @@ def translate_errors(method: F) -> F:
     @functools.wraps(method)
     def unary_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return method(self, request, context)
+            with self.in_flight:
+                return method(self, request, context)
         except grpc.RpcError:
             log.info("%s: the client went away", name)
             return None

@@ -31,6 +31,7 @@ from artifactd.errors import (
     PermissionDenied,
     Unavailable,
 )
+from artifactd.localfs import inside, make_dirs_inside, remove_empty_dirs
 from artifactd.paths import RESERVED_PREFIX, ArtifactPath, InvalidPath, parse
 from artifactd.server.storage.base import (
     Entry,
@@ -67,7 +68,7 @@ class LocalStorage(Storage):
         return os.path.join(self._root, *path.parts)
 
     def _inside(self, real: str) -> bool:
-        return real == self._root or real.startswith(self._root + os.sep)
+        return inside(self._root, real)
 
     def _resolve(self, path: ArtifactPath) -> str:
         """The real location of `path`, refusing symlinks that lead out of the root."""
@@ -82,11 +83,17 @@ class LocalStorage(Storage):
         if path.is_root:
             raise FailedPrecondition("the artifact root is a directory, not a file")
         for _attempt in range(3):
-            created = self._make_parents(path)
-            directory = self._resolve(path.parent)
+            try:
+                directory, created = make_dirs_inside(self._root, path.parent.parts)
+            except FailedPrecondition:
+                raise FailedPrecondition(
+                    f"a parent of '{path}' is a file, so '{path}' cannot be created"
+                ) from None
+            except OSError as exc:
+                raise _os_error(exc, path) from exc
             target = os.path.join(directory, path.name)
             if os.path.isdir(target):
-                _remove_empty_dirs(created)
+                remove_empty_dirs(created)
                 raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
             temp = os.path.join(directory, f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
             try:
@@ -94,31 +101,10 @@ class LocalStorage(Storage):
             except FileNotFoundError:
                 continue  # a concurrent delete removed the directory we just made: make it again
             except OSError as exc:
-                _remove_empty_dirs(created)
+                remove_empty_dirs(created)
                 raise _os_error(exc, path) from exc
             return _LocalUpload(self, path, fd, temp, target, created)
         raise Unavailable(f"'{path.parent}' keeps disappearing while uploading '{path}'; retry")
-
-    def _make_parents(self, path: ArtifactPath) -> list[str]:
-        """Creates the missing parent directories of `path`, returning the ones it created."""
-        created: list[str] = []
-        current = self._root
-        for index, part in enumerate(path.parts[:-1]):
-            current = os.path.join(current, part)
-            try:
-                os.mkdir(current, 0o755)
-                created.append(current)
-            except FileExistsError:
-                if not os.path.isdir(current):
-                    _remove_empty_dirs(created)
-                    prefix = "/".join(path.parts[: index + 1])
-                    raise FailedPrecondition(
-                        f"'{prefix}' is a file, so it cannot contain '{path}'"
-                    ) from None
-            except OSError as exc:
-                _remove_empty_dirs(created)
-                raise _os_error(exc, path) from exc
-        return created
 
     def _sync_dir(self, directory: str) -> None:
         if not self._fsync:
@@ -324,7 +310,7 @@ class _LocalUpload(Upload):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
             self._temp = None
-            _remove_empty_dirs(self._created)
+            remove_empty_dirs(self._created)
             self._created = []
 
 
@@ -415,15 +401,6 @@ def _remove_tree(target: str) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOTEMPTY or attempt == 4:
                 raise
-
-
-def _remove_empty_dirs(created: list[str]) -> None:
-    """Undoes the directories an aborted upload made, deepest first, if nothing else used them."""
-    for directory in reversed(created):
-        try:
-            os.rmdir(directory)
-        except OSError:
-            return
 
 
 def _already_exists(path: ArtifactPath) -> Exception:
