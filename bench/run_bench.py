@@ -18,6 +18,7 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ timed operations."""
 TARGETS = (("up", 1.5), ("down", 1.2), ("up_dir", 5.0), ("down_dir", 15.0))
 """artifactd ÷ MLflow throughput, median of the per-round ratios."""
 RSS_TARGET_BYTES = 300 * 10**6
+DASH, TIMES = "\u2013", "\u00d7"  # typographic, for the Markdown tables
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def human_size(n: int) -> str:
 
 
 def ensure_mlflow(s: Settings) -> None:
-    """Creates MLflow's venv on first use, kept apart so its dependencies cannot touch artifactd's."""
+    """Creates MLflow's venv on first use, apart so its dependencies cannot touch artifactd's."""
     if (s.mlflow_venv / "bin" / "mlflow").exists():
         return
     log(f"creating {s.mlflow_venv} with {s.mlflow_pip_spec} (one-off, a few minutes)")
@@ -157,8 +159,10 @@ def make_inputs(s: Settings) -> None:
                 fh.write(block)
                 left -= len(block)
     names = [f"f{i:05d}.bin" for i in range(s.count)]
-    sizes_ok = s.small.is_dir() and sorted(os.listdir(s.small)) == names and all(
-        (s.small / n).stat().st_size == s.file_size for n in names
+    sizes_ok = (
+        s.small.is_dir()
+        and sorted(os.listdir(s.small)) == names
+        and all((s.small / n).stat().st_size == s.file_size for n in names)
     )
     if not sizes_ok:
         log(f"writing {s.small} ({s.count} x {human_size(s.file_size)})")
@@ -179,9 +183,14 @@ def versions(s: Settings) -> dict[str, str]:
         "kernel": platform.release(),
         "cpus": str(os.cpu_count()),
         "artifactd_git": out(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
-        "artifactd_fsync": os.environ.get("ARTIFACTD_FSYNC", "default (on)"),
-        "mlflow": out([str(s.mlflow_venv / "bin" / "python"), "-c",
-                       "import mlflow; print(mlflow.__version__)"]),
+        "artifactd_fsync": os.environ.get("ARTIFACTD_FSYNC", "on, the default"),
+        "mlflow": out(
+            [
+                str(s.mlflow_venv / "bin" / "python"),
+                "-c",
+                "import mlflow; print(mlflow.__version__)",
+            ]
+        ),
         "cp": out(["cp", "--version"]),
     }
 
@@ -222,22 +231,48 @@ class Servers:
             folder.mkdir(parents=True)
         port_file = self.s.tmp / "artifactd.port"
         port_file.unlink(missing_ok=True)
-        self.artifactd = self._spawn("artifactd", [
-            str(self.s.artifactd_venv / "bin" / "artifactd"), "serve", "--host", "127.0.0.1",
-            "--port", "0", "--port-file", str(port_file),
-            "--artifacts-destination", str(self.artifactd_store),
-        ], dict(os.environ))
+        self.artifactd = self._spawn(
+            "artifactd",
+            [
+                str(self.s.artifactd_venv / "bin" / "artifactd"),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--artifacts-destination",
+                str(self.artifactd_store),
+            ],
+            dict(os.environ),
+        )
         port = free_port()
-        self.mlflow = self._spawn("mlflow", [
-            str(self.s.mlflow_venv / "bin" / "mlflow"), "server", "--host", "127.0.0.1",
-            "--port", str(port), "--backend-store-uri", f"sqlite:///{self.mlflow_dir}/mlflow.db",
-            "--artifacts-destination", str(self.mlflow_artifacts),
-        ], {**os.environ, **MLFLOW_ENV})
+        self.mlflow = self._spawn(
+            "mlflow",
+            [
+                str(self.s.mlflow_venv / "bin" / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                f"sqlite:///{self.mlflow_dir}/mlflow.db",
+                "--artifacts-destination",
+                str(self.mlflow_artifacts),
+            ],
+            {**os.environ, **MLFLOW_ENV},
+        )
         self.artifactd_target = f"127.0.0.1:{wait_port_file(port_file, self.artifactd, self.s)}"
         wait_http(port, self.mlflow, self.s)
         self.mlflow_uri = f"http://127.0.0.1:{port}"
-        log(f"artifactd at {self.artifactd_target} (pid {self.artifactd.pid}), "
-            f"MLflow at {self.mlflow_uri} (pid {self.mlflow.pid})")
+        for proc in (self.artifactd, self.mlflow):
+            wait_idle(proc.pid)
+        log(
+            f"artifactd at {self.artifactd_target} (pid {self.artifactd.pid}), "
+            f"MLflow at {self.mlflow_uri} (pid {self.mlflow.pid})"
+        )
 
     def stop(self) -> None:
         for proc in (self.artifactd, self.mlflow):
@@ -249,8 +284,11 @@ class Servers:
 
     def clean(self, system: str) -> None:
         """Empties a store from outside between commands, so each upload meets an empty store."""
-        folder = {"cp": self.cp_store, "artifactd": self.artifactd_store,
-                  "mlflow": self.mlflow_artifacts}[system]
+        folder = {
+            "cp": self.cp_store,
+            "artifactd": self.artifactd_store,
+            "mlflow": self.mlflow_artifacts,
+        }[system]
         if folder.is_dir():
             for child in folder.iterdir():
                 if child.is_dir() and not child.is_symlink():
@@ -260,8 +298,6 @@ class Servers:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -302,3 +338,484 @@ def wait_http(port: int, proc: subprocess.Popen[bytes], s: Settings) -> None:
     raise SystemExit("mlflow server did not answer /health within 180 s")
 
 
+def wait_idle(root: int, window: float = 2.0, limit: float = 90.0) -> None:
+    """MLflow keeps starting workers and its job runner for a while after /health answers;
+    that CPU would otherwise be billed to the first timed command."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        watch = TreeWatch(root)
+        watch.start()
+        time.sleep(window)
+        if watch.stop().cpu_s < 0.05 * window:
+            return
+    log(f"process tree {root} still busy after {limit:.0f} s; going on")
+
+
+# -- rounds ----------------------------------------------------------------------------------
+
+
+class Bench:
+    """Runs the rounds and keeps every recorded sample, by label (`<system>_<kind>`)."""
+
+    def __init__(self, s: Settings, servers: Servers) -> None:
+        self.s = s
+        self.srv = servers
+        self.samples: dict[str, list[Sample]] = {}
+
+    def payload(self, kind: str) -> tuple[int, int]:
+        """(files, bytes) one operation of `kind` moves."""
+        if kind.endswith("_dir"):
+            return self.s.count, self.s.count * self.s.file_size
+        return 1, self.s.size
+
+    def cp_argv(self, kind: str, out: Path) -> list[str]:
+        """cp into a store folder and back out of it, as the servers store and serve a copy."""
+        store = self.srv.cp_store
+        return {
+            "up": ["cp", str(self.s.big), str(store / "big.bin")],
+            "down": ["cp", str(store / "big.bin"), str(out)],
+            "up_dir": ["cp", "-r", str(self.s.small), str(store / "small")],
+            "down_dir": ["cp", "-r", str(store / "small"), str(out)],
+        }[kind]
+
+    def artifactd_argv(self, kind: str, tag: str, out: Path) -> list[str]:
+        argv = [
+            str(self.s.artifactd_venv / "bin" / "python"),
+            str(HERE / "artifactd_ops.py"),
+            "--target",
+            self.srv.artifactd_target,
+        ]
+        folder = f"bench/{tag}/{'small' if kind.endswith('_dir') else 'large'}"
+        if kind == "up":
+            return [*argv, "upload", "--src", str(self.s.big), "--path", folder]
+        if kind == "up_dir":
+            return [*argv, "upload-dir", "--src", str(self.s.small), "--path", folder]
+        files, nbytes = self.payload(kind)
+        path = folder + "/big.bin" if kind == "down" else folder
+        op = "download" if kind == "down" else "download-dir"
+        return [
+            *argv,
+            op,
+            "--path",
+            path,
+            "--dst",
+            str(out),
+            "--expect-files",
+            str(files),
+            "--expect-bytes",
+            str(nbytes),
+        ]
+
+    def mlflow_argv(self, kind: str, out: Path) -> list[str]:
+        state = self.s.tmp / f"mlflow-{'dir' if kind.endswith('_dir') else 'file'}.json"
+        argv = [str(self.s.mlflow_venv / "bin" / "python"), str(HERE / "mlflow_ops.py")]
+        op = {
+            "up": "upload",
+            "down": "download",
+            "up_dir": "upload-dir",
+            "down_dir": "download-dir",
+        }[kind]
+        argv += [op, "--state", str(state)]
+        if kind == "up":
+            return [*argv, "--src", str(self.s.big)]
+        if kind == "up_dir":
+            return [*argv, "--src", str(self.s.small)]
+        return [*argv, "--dst", str(out)]
+
+    def command(
+        self, system: str, kind: str, tag: str, out: Path
+    ) -> tuple[list[str], dict[str, str]]:
+        if system == "cp":
+            return self.cp_argv(kind, out), dict(os.environ)
+        if system == "artifactd":
+            return self.artifactd_argv(kind, tag, out), dict(os.environ)
+        env = {**os.environ, **MLFLOW_ENV, "MLFLOW_TRACKING_URI": self.srv.mlflow_uri}
+        return self.mlflow_argv(kind, out), env
+
+    def run(self, system: str, kind: str, rnd: int, tag: str) -> None:
+        """One timed command: idle first (see README: VM memory balloon), then account the
+        server over exactly the command's window."""
+        label = f"{system}_{kind}"
+        out = Path(tempfile.mkdtemp(prefix=f"out-{label}-", dir=self.s.tmp))
+        argv, env = self.command(system, kind, tag, out)
+        pid = self.srv.pid(system)
+        watch = TreeWatch(pid) if pid is not None else None
+        time.sleep(self.s.settle)
+        if watch is not None:
+            watch.start()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=1800, check=False
+        )
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        usage = watch.stop() if watch is not None else None
+        shutil.rmtree(out, ignore_errors=True)
+        os.sync()  # the next command must not pay for this one's write-back
+        if done.returncode != 0:
+            raise SystemExit(
+                f"{label} failed ({done.returncode}): {' '.join(argv)}\n"
+                f"{done.stdout[-2000:]}{done.stderr[-4000:]}"
+            )
+        files, nbytes = self.payload(kind)
+        seconds = wall  # cp has no inner timing: its start-up is a few milliseconds
+        for line in done.stdout.splitlines():
+            match = BENCH_LINE.match(line)
+            if match:
+                seconds = float(match["seconds"])
+                if (int(match["files"]), int(match["bytes"])) != (files, nbytes):
+                    raise SystemExit(
+                        f"{label} moved {match['files']} files / "
+                        f"{match['bytes']} bytes, expected {files} / {nbytes}"
+                    )
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        self.record(Sample(label, rnd, seconds, wall, nbytes, files, cpu, usage))
+
+    def concurrent(self, rnd: int, tag: str) -> None:
+        """N simultaneous 1-file uploads to artifactd, for the server's peak memory."""
+        n, s = self.s.concurrent, self.s
+        base = [
+            str(s.artifactd_venv / "bin" / "python"),
+            str(HERE / "artifactd_ops.py"),
+            "--target",
+            self.srv.artifactd_target,
+            "upload",
+            "--src",
+            str(s.big),
+        ]
+        argvs = [[*base, "--path", f"bench/{tag}/concurrent/{i}"] for i in range(n)]
+        pid = self.srv.pid("artifactd")
+        assert pid is not None
+        watch = TreeWatch(pid)
+        time.sleep(s.settle)
+        watch.start()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for argv in argvs
+        ]
+        outputs = [proc.communicate(timeout=1800) for proc in procs]
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        usage = watch.stop()
+        self.srv.clean("artifactd")
+        os.sync()
+        for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
+            if proc.returncode != 0:
+                raise SystemExit(
+                    f"concurrent upload failed ({proc.returncode}):\n"
+                    f"{stdout[-2000:]}{stderr[-4000:]}"
+                )
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        self.record(Sample(CONCURRENT_LABEL, rnd, wall, wall, n * s.size, n, cpu, usage))
+
+    def record(self, sample: Sample) -> None:
+        served = ""
+        if sample.server is not None:
+            served = (
+                f", server {sample.server.cpu_s:.2f} CPU-s, peak RSS "
+                f"{sample.server.peak_rss_max / 2**20:.0f} MiB"
+            )
+        log(
+            f"  {sample.label}: {sample.seconds:.3f} s = "
+            f"{sample.bytes / sample.seconds / 1e6:.0f} MB/s, "
+            f"{sample.files / sample.seconds:.0f} files/s (whole process {sample.wall_s:.2f} s, "
+            f"client {sample.client_cpu_s:.2f} CPU-s{served})"
+        )
+        if sample.round >= 0:
+            self.samples.setdefault(sample.label, []).append(sample)
+
+    def round(self, index: int) -> None:
+        """cp, artifactd and MLflow back to back, first system rotating from round to round so
+        none always runs first (into the emptiest page cache) or last."""
+        rnd = index - self.s.warmup
+        tag = f"warmup{index}" if rnd < 0 else f"round{rnd}"
+        order = SYSTEMS[index % 3 :] + SYSTEMS[: index % 3]
+        log(f"{tag} ({'not recorded' if rnd < 0 else 'recorded'}): {', '.join(order)}")
+        for up, down in (("up", "down"), ("up_dir", "down_dir")):
+            for system in order:
+                self.run(system, up, rnd, tag)
+                self.run(system, down, rnd, tag)
+                self.srv.clean(system)
+                os.sync()
+        if self.s.concurrent > 0:
+            self.concurrent(rnd, tag)
+        for system in SYSTEMS:
+            self.srv.clean(system)
+        os.sync()
+
+
+# -- summary ---------------------------------------------------------------------------------
+
+
+def stat3(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def throughput(sample: Sample) -> float:
+    return sample.bytes / sample.seconds
+
+
+def summarise(samples: dict[str, list[Sample]]) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for label, runs in samples.items():
+        row: dict[str, object] = {
+            "seconds": stat3([r.seconds for r in runs]),
+            "MBps": stat3([r.bytes / r.seconds / 1e6 for r in runs]),
+            "files_per_s": stat3([r.files / r.seconds for r in runs]),
+            "wall_s": stat3([r.wall_s for r in runs]),
+            "client_cpu_s": stat3([r.client_cpu_s for r in runs]),
+        }
+        served = [r.server for r in runs if r.server is not None]
+        if served:
+            row["server_cpu_s"] = stat3([u.cpu_s for u in served])
+            row["server_peak_rss_max_MiB"] = stat3([u.peak_rss_max / 2**20 for u in served])
+            row["server_peak_rss_tree_MiB"] = stat3([u.peak_rss_sum / 2**20 for u in served])
+            row["server_pss_after_MiB"] = stat3([u.pss_after / 2**20 for u in served])
+            row["server_nproc"] = served[0].nproc
+            row["server_rss_reset"] = all(u.rss_reset for u in served)
+        out[label] = row
+    return out
+
+
+def round_ratios(samples: dict[str, list[Sample]], num: str, den: str) -> list[float]:
+    """num ÷ den throughput within each round: drift of a shared machine moves both alike."""
+    by_round = {r.round: r for r in samples.get(den, [])}
+    return [
+        throughput(r) / throughput(by_round[r.round])
+        for r in samples.get(num, [])
+        if r.round in by_round
+    ]
+
+
+@dataclass
+class Verdict:
+    name: str
+    goal: str
+    measured: str
+    passed: bool
+
+
+def ratios(samples: dict[str, list[Sample]]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for kind in KINDS:
+        for den in ("mlflow", "cp"):
+            values = round_ratios(samples, f"artifactd_{kind}", f"{den}_{kind}")
+            if values:
+                rows.append(
+                    {
+                        "kind": kind,
+                        "num": "artifactd",
+                        "den": den,
+                        "per_round": values,
+                        **stat3(values),
+                    }
+                )
+    return rows
+
+
+def verdicts(
+    s: Settings,
+    ratio_rows: list[dict[str, object]],
+    samples: dict[str, list[Sample]],
+    names: dict[str, str],
+) -> list[Verdict]:
+    out = []
+    for kind, goal in TARGETS:
+        row = next((r for r in ratio_rows if r["kind"] == kind and r["den"] == "mlflow"), None)
+        if row is not None:
+            median = float(row["median"])  # type: ignore[arg-type]
+            out.append(
+                Verdict(
+                    f"{names[kind]}: artifactd ÷ MLflow",
+                    f">= {goal:g}x",
+                    f"{median:.2f}x (median of {row['n']})",
+                    median >= goal,
+                )
+            )
+    runs = [r.server for r in samples.get(CONCURRENT_LABEL, []) if r.server is not None]
+    if runs:
+        peaks = [u.peak_rss_max for u in runs]
+        worst = max(peaks)
+        out.append(
+            Verdict(
+                f"artifactd server peak RSS, {s.concurrent} concurrent "
+                f"{human_size(s.size)} uploads",
+                f"< {RSS_TARGET_BYTES / 1e6:.0f} MB",
+                f"{worst / 1e6:.0f} MB worst of {len(peaks)} (median "
+                f"{statistics.median(peaks) / 1e6:.0f} MB)",
+                worst < RSS_TARGET_BYTES,
+            )
+        )
+    return out
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def fmt(stat: object, digits: int = 0) -> str:
+    """'median (min-max)', or just the value for a single round."""
+    if not isinstance(stat, dict):
+        return DASH
+    if stat["n"] == 1:
+        return f"{stat['median']:.{digits}f}"
+    return f"{stat['median']:.{digits}f} ({stat['min']:.{digits}f}{DASH}{stat['max']:.{digits}f})"
+
+
+def operation_names(s: Settings) -> dict[str, str]:
+    big, small = human_size(s.size), f"{s.count} {TIMES} {human_size(s.file_size)}"
+    return {
+        "up": f"upload {big}",
+        "down": f"download {big}",
+        "up_dir": f"upload dir {small}",
+        "down_dir": f"download dir {small}",
+        "concurrent": f"{s.concurrent} {TIMES} upload {big} at once",
+    }
+
+
+def render(s: Settings, result: dict[str, object]) -> str:
+    names = operation_names(s)
+    summary: dict[str, dict[str, object]] = result["summary"]  # type: ignore[assignment]
+    info: dict[str, str] = result["versions"]  # type: ignore[assignment]
+    lines = [
+        f"### artifactd vs MLflow {info['mlflow']} vs cp — {result['date']}",
+        "",
+        f"`{s.command_line()}`",
+        "",
+        f"{info['cpus']} CPUs, Linux {info['kernel']}, Python {info['python']}; artifactd "
+        f"{info['artifactd_git']} (fsync {info['artifactd_fsync']}), `mlflow server` "
+        f"(proxied artifacts, local destination), {info['cp']}. N = {s.runs} recorded rounds "
+        f"after {s.warmup} warm-up; order of systems rotated each round; {s.settle:g} s idle "
+        f"before every timed command; load average {result['loadavg_before']} → "
+        f"{result['loadavg_after']}, CPU steal {result['steal_pct']:.1f} %. Figures are "
+        f"median (min{DASH}max); seconds are the client's own timing of the operation (start-up "
+        "excluded; cp: whole process); MB = 10^6 bytes.",
+        "",
+        "| operation | system | seconds | MB/s | files/s | client CPU s (whole process) "
+        "| server CPU s | server peak RSS MiB: largest process / tree (procs) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind in (*KINDS, "concurrent"):
+        for system in SYSTEMS:
+            label = CONCURRENT_LABEL if kind == "concurrent" else f"{system}_{kind}"
+            if kind == "concurrent" and system != "artifactd":
+                continue
+            row = summary.get(label)
+            if row is None:
+                continue
+            rss = DASH
+            if "server_peak_rss_max_MiB" in row:
+                rss = (
+                    f"{fmt(row['server_peak_rss_max_MiB'])} / "
+                    f"{fmt(row['server_peak_rss_tree_MiB'])} ({row['server_nproc']})"
+                )
+            per_file = fmt(row["files_per_s"]) if kind.endswith("_dir") else ""
+            lines.append(
+                f"| {names[kind]} | {NAMES[system]} | {fmt(row['seconds'], 2)} | "
+                f"{fmt(row['MBps'])} | {per_file} | {fmt(row['client_cpu_s'], 2)} | "
+                f"{fmt(row.get('server_cpu_s'), 2)} | {rss} |"
+            )
+    lines += [
+        "",
+        f"| ratio of throughputs, taken round by round | median | min{DASH}max | per round |",
+        "|---|---|---|---|",
+    ]
+    for r in result["ratios"]:  # type: ignore[attr-defined]
+        per_round = ", ".join(f"{v:.2f}" for v in r["per_round"])
+        lines.append(
+            f"| {names[r['kind']]}: artifactd ÷ {NAMES[r['den']]} | "
+            f"**{r['median']:.2f}** | {r['min']:.2f}{DASH}{r['max']:.2f} | {per_round} |"
+        )
+    lines += ["", "| target | goal | measured | result |", "|---|---|---|---|"]
+    for v in result["verdicts"]:  # type: ignore[attr-defined]
+        lines.append(
+            f"| {v['name']} | {v['goal']} | {v['measured']} | "
+            f"**{'PASS' if v['passed'] else 'MISS'}** |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_ticks() -> tuple[int, int]:
+    with open("/proc/stat") as fh:
+        values = [int(x) for x in fh.readline().split()[1:]]
+    return sum(values), values[7] if len(values) > 7 else 0
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as fh:
+        return fh.read().split()[0]
+
+
+def cleanup(s: Settings, servers: Servers) -> None:
+    """Gigabytes of scratch data should not outlive the run; logs are kept for post-mortems."""
+    for folder in (servers.artifactd_store, servers.mlflow_dir, servers.cp_store):
+        shutil.rmtree(folder, ignore_errors=True)
+    for leftover in s.tmp.glob("out-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for state in (*s.tmp.glob("mlflow-*.json"), s.tmp / "artifactd.port"):
+        state.unlink(missing_ok=True)
+    if not s.keep_inputs:
+        shutil.rmtree(s.big.parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(servers: Servers, s: Settings) -> Iterator[Servers]:
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+        cleanup(s, servers)
+
+
+def main() -> int:
+    s = Settings.from_env()
+    s.tmp.mkdir(parents=True, exist_ok=True)
+    ensure_mlflow(s)
+    servers = Servers(s)
+    load0, (total0, steal0) = loadavg(), cpu_ticks()
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with running(servers, s):
+        make_inputs(s)
+        info = versions(s)
+        bench = Bench(s, servers)
+        for index in range(s.warmup + s.runs):
+            bench.round(index)
+    total1, steal1 = cpu_ticks()
+    ratio_rows = ratios(bench.samples)
+    verdict_rows = verdicts(s, ratio_rows, bench.samples, operation_names(s))
+    result: dict[str, object] = {
+        "date": date,
+        "command": s.command_line(),
+        "settings": asdict(s),
+        "versions": info,
+        "loadavg_before": load0,
+        "loadavg_after": loadavg(),
+        "steal_pct": 100.0 * (steal1 - steal0) / max(1, total1 - total0),
+        "samples": {k: [asdict(x) for x in v] for k, v in bench.samples.items()},
+        "summary": summarise(bench.samples),
+        "ratios": ratio_rows,
+        "verdicts": [asdict(v) for v in verdict_rows],
+    }
+    markdown = render(s, result)
+    result["markdown"] = markdown
+    s.results.mkdir(parents=True, exist_ok=True)
+    path = s.results / f"bench-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(markdown)
+    print()
+    for v in verdict_rows:
+        print(f"{'PASS' if v.passed else 'MISS'}: {v.name} = {v.measured} (goal {v.goal})")
+    print(f"\n(raw results: {path})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

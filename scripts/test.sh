@@ -42,7 +42,7 @@ step "ruff"
 "$VENV/bin/ruff" format --check .
 
 step "mypy"
-"$VENV/bin/mypy" -p artifactd.server -p artifactd.client -p artifactd.cli -p artifactd.paths -p artifactd.errors
+"$VENV/bin/mypy" -p artifactd  # the whole namespace: client/ and server/
 
 step "pytest"
 "$VENV/bin/python" -m pytest "$@"
