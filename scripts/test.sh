@@ -42,7 +42,9 @@ step "ruff"
 "$VENV/bin/ruff" format --check .
 
 step "mypy"
-"$VENV/bin/mypy" -p artifactd  # the whole namespace: client/ and server/
+# one -p per package: mypy does not merge a namespace package spread over two source trees
+"$VENV/bin/mypy" -p artifactd.server -p artifactd.client -p artifactd.cli \
+  -p artifactd.paths -p artifactd.errors -p artifactd.localfs
 
 step "pytest"
 "$VENV/bin/python" -m pytest "$@"
