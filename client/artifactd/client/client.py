@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 import grpc
 from tqdm import tqdm
 
-from artifactd.client.localfiles import VerifiedFile, local_target, make_dir
+from artifactd.client.localfiles import Destination, VerifiedFile
 from artifactd.client.settings import SERVER_VARIABLE, ClientSettings
 from artifactd.client.target import (
     DEFAULT_TARGET,
@@ -149,7 +149,8 @@ class ArtifactClient:
         self, path: str | None = None, recursive: bool = False, page_size: int = 0
     ) -> Iterator[ArtifactInfo]:
         """Entries under a directory, fetched page by page as they are consumed."""
-        directory = str(self._path(path))
+        base = self._path(path)
+        directory = str(base)
         token = ""
         while True:
             request = pb.ListArtifactsRequest(
@@ -157,7 +158,7 @@ class ArtifactClient:
             )
             page = self._unary(self._stub.ListArtifacts, request)
             for info in page.files:
-                yield _checked_info(info, directory)
+                yield _checked_info(info, base)
             token = page.next_page_token
             if not token:
                 return
@@ -267,14 +268,12 @@ class ArtifactClient:
         """
         path = self._path(artifact_path)
         dst = os.fspath(dst_path) if dst_path is not None else tempfile.mkdtemp(prefix="artifactd-")
-        os.makedirs(dst, exist_ok=True)
-        dst_real = os.path.realpath(dst)
+        destination = Destination(dst)
         info = self.get_artifact_info(str(path))
         if info.is_dir:
-            self._retrying(lambda: self._download_tree(path, dst_real))
-            return os.path.join(dst, *path.parts)
-        target = local_target(dst_real, path.parts)
-        self._download_file(path, target)
+            self._retrying(lambda: self._download_tree(path, destination))
+        else:
+            self._download_file(path, destination.file(path.parts))
         return os.path.join(dst, *path.parts)
 
     def _download_file(self, path: ArtifactPath, target: str) -> None:
@@ -297,41 +296,19 @@ class ArtifactClient:
         finally:
             download.close()
 
-    def _download_tree(self, root: ArtifactPath, dst_real: str) -> None:
-        current: VerifiedFile | None = None
-        count = 0
+    def _download_tree(self, root: ArtifactPath, destination: Destination) -> None:
         with self._bar(None, str(root) or "artifacts", unit="file") as bar:
+            tree = _TreeDownload(root, destination, bar)
             try:
                 stream = self._stub.DownloadArtifacts(
                     pb.DownloadArtifactsRequest(path=str(root)),
                     timeout=self.settings.transfer_timeout,
                 )
                 for message in stream:
-                    if message.HasField("file"):
-                        if current is not None:
-                            current.commit()
-                            current = None
-                        info = _checked_info(message.file, str(root))
-                        parts = parse(info.path).parts
-                        if info.is_dir:
-                            make_dir(dst_real, parts)
-                            continue
-                        current = VerifiedFile(
-                            local_target(dst_real, parts), info.file_size, info.sha256
-                        )
-                        count += 1
-                        if bar is not None:
-                            bar.update(1)
-                    if message.data:
-                        if current is None:
-                            raise DataLoss("the server sent file data without naming the file")
-                        current.write(message.data)
-                if current is not None:
-                    current.commit()
-                    current = None
+                    tree.receive(message)
+                tree.finish_file()
             finally:
-                if current is not None:
-                    current.abort()
+                tree.close()
 
     # -- progress --------------------------------------------------------------------------
 
@@ -371,14 +348,15 @@ class _FileDownload:
             self._on_info(message.info)
         if self._out is None:
             raise DataLoss(f"the server sent data for '{self.path}' before its info")
-        if message.data:
-            self._out.write(message.data)
+        data = message.data  # each access copies the bytes out of the message
+        if data:
+            self._out.write(data)
             if self._bar is not None:
-                self._bar.update(len(message.data))
+                self._bar.update(len(data))
 
     def _on_info(self, info: pb.FileInfo) -> None:
         if self._first is None:
-            checked = _checked_info(info, str(self.path))
+            checked = _checked_info(info, self.path)
             self._first = info
             self._out = VerifiedFile(self.target, checked.file_size, checked.sha256)
             self._bar = self._make_bar(checked.file_size, str(self.path))
@@ -396,6 +374,41 @@ class _FileDownload:
             self._out.abort()
         if self._bar is not None:
             self._bar.close()
+
+
+class _TreeDownload:
+    """A DownloadArtifacts stream being written out, one verified file after another."""
+
+    def __init__(self, root: ArtifactPath, destination: Destination, bar: tqdm[Any]) -> None:
+        self.root = root
+        self.destination = destination
+        self.bar = bar
+        self.current: VerifiedFile | None = None
+
+    def receive(self, message: pb.DownloadArtifactsResponse) -> None:
+        if message.HasField("file"):
+            self.finish_file()
+            info, path = _checked_path(message.file, self.root)
+            if info.is_dir:
+                self.destination.directory(path.parts)
+            else:
+                target = self.destination.file(path.parts)
+                self.current = VerifiedFile(target, info.file_size, info.sha256)
+                self.bar.update(1)
+        data = message.data  # each access copies the bytes out of the message
+        if data:
+            if self.current is None:
+                raise DataLoss("the server sent file data without naming the file")
+            self.current.write(data)
+
+    def finish_file(self) -> None:
+        if self.current is not None:
+            current, self.current = self.current, None
+            current.commit()
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.abort()
 
 
 def _file_messages(
@@ -437,15 +450,18 @@ def _sorted_walk(root: str) -> Iterable[tuple[str, list[str], list[str]]]:
         yield directory, dirs, sorted(files)
 
 
-def _checked_info(info: pb.FileInfo, requested: str) -> ArtifactInfo:
+def _checked_path(info: pb.FileInfo, requested: ArtifactPath) -> tuple[ArtifactInfo, ArtifactPath]:
     """Applies the path grammar to a path the server returned; it must lie under `requested`."""
     path = parse(info.path, allow_root=True, what="path returned by the server")
-    base = parse(requested, allow_root=True)
-    if not path.is_relative_to(base):
+    if not path.is_relative_to(requested):
         raise FailedPrecondition(
-            f"the server returned {info.path!r}, which is not under the requested {requested!r}"
+            f"the server returned {info.path!r}, which is not under the requested '{requested}'"
         )
-    return ArtifactInfo.from_proto(info)
+    return ArtifactInfo.from_proto(info), path
+
+
+def _checked_info(info: pb.FileInfo, requested: ArtifactPath) -> ArtifactInfo:
+    return _checked_path(info, requested)[0]
 
 
 def _identity(info: pb.FileInfo) -> tuple[int, str, int]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
+import threading
 import uuid
 
 from artifactd.errors import DataLoss, PermissionDenied
@@ -19,20 +21,41 @@ from artifactd.localfs import make_dirs_inside
 from artifactd.paths import RESERVED_PREFIX
 
 
-def local_target(dst_real: str, parts: tuple[str, ...]) -> str:
-    """The local path for `parts` under the (resolved) directory `dst_real`, parents created."""
-    try:
-        parent, _ = make_dirs_inside(dst_real, parts[:-1])
-    except PermissionDenied as exc:
-        raise PermissionDenied(f"refusing to write {'/'.join(parts)!r}: {exc.message}") from None
-    return os.path.join(parent, parts[-1])
+class Destination:
+    """A download directory: every local path made for the server's paths stays inside it.
+
+    Directories already checked are remembered, so a tree of thousands of files in a few
+    directories costs a few checks, not one walk of every parent per file.
+    """
+
+    def __init__(self, dst: str) -> None:
+        os.makedirs(dst, exist_ok=True)
+        self.root = os.path.realpath(dst)
+        self._checked: dict[tuple[str, ...], str] = {(): self.root}
+
+    def directory(self, parts: tuple[str, ...]) -> str:
+        """Creates (if needed) and returns the real local directory for `parts`."""
+        real = self._checked.get(parts)
+        if real is None:
+            try:
+                real, _ = make_dirs_inside(self.root, parts)
+            except PermissionDenied as exc:
+                raise PermissionDenied(
+                    f"refusing to write {'/'.join(parts)!r}: {exc.message}"
+                ) from None
+            self._checked[parts] = real
+        return real
+
+    def file(self, parts: tuple[str, ...]) -> str:
+        """The local path for the file `parts`, its parent directories created."""
+        return os.path.join(self.directory(parts[:-1]), parts[-1])
 
 
-def make_dir(dst_real: str, parts: tuple[str, ...]) -> None:
-    try:
-        make_dirs_inside(dst_real, parts)
-    except PermissionDenied as exc:
-        raise PermissionDenied(f"refusing to create {'/'.join(parts)!r}: {exc.message}") from None
+BACKGROUND_WRITE_THRESHOLD = 8 * 1024 * 1024
+"""Files at least this large are hashed and written on a second thread while the next chunks
+arrive: hashing and writing release the GIL, and on the receiving thread they cost as much CPU as
+receiving itself (measured: 0.8 s + 0.6 s per GiB of 1.5 s busy time)."""
+_QUEUE_CHUNKS = 16  # chunks in flight to the writer thread (4 MiB at 256 KiB): memory stays bounded
 
 
 class VerifiedFile:
@@ -49,6 +72,13 @@ class VerifiedFile:
             directory, f"{RESERVED_PREFIX}{uuid.uuid4().hex[:12]}-{name}"[:255]
         )
         self._file = open(self._temp, "wb")  # noqa: SIM115 - closed by commit/abort
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._writer: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        if expected_size >= BACKGROUND_WRITE_THRESHOLD:
+            self._queue = queue.Queue(_QUEUE_CHUNKS)
+            self._writer = threading.Thread(target=self._drain, name="download-writer", daemon=True)
+            self._writer.start()
 
     def write(self, data: bytes) -> None:
         self.received += len(data)
@@ -57,21 +87,41 @@ class VerifiedFile:
                 f"the server sent more than the {self.expected_size} bytes announced for "
                 f"{self.target!r}"
             )
+        if self._queue is None:
+            self._consume(data)
+            return
+        if self._failure is not None:
+            raise self._failure
+        self._queue.put(data)
+
+    def _consume(self, data: bytes) -> None:
         self._hash.update(data)
         self._file.write(data)
 
-    def seek_to(self, offset: int) -> None:
-        """Restarts writing at `offset` (a resumed download); the hash must be rebuilt."""
-        self._file.flush()
-        self._file.truncate(offset)
-        self._file.seek(offset)
-        self._hash = hashlib.sha256()
-        with open(self._temp, "rb") as fh:
-            while block := fh.read(1 << 20):
-                self._hash.update(block)
-        self.received = offset
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while (data := self._queue.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._consume(data)
+                except BaseException as exc:  # re-raised on the caller's thread
+                    self._failure = exc
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None and self._queue is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
     def commit(self) -> None:
+        try:
+            self._stop_writer()
+        except BaseException:
+            self.abort()
+            raise
         if self.received != self.expected_size:
             self.abort()
             raise DataLoss(
@@ -88,6 +138,8 @@ class VerifiedFile:
         os.replace(self._temp, self.target)
 
     def abort(self) -> None:
+        with contextlib.suppress(BaseException):
+            self._stop_writer()
         if not self._file.closed:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
