@@ -86,10 +86,11 @@ def test_download_resumes_after_the_server_restarts(
             assert again.stop() == 0
 
 
+@pytest.mark.parametrize("size", [1024 * 1024, 16 * 1024 * 1024], ids=["inline", "writer-thread"])
 def test_corruption_on_the_server_is_caught_and_nothing_is_kept(
-    client: ArtifactClient, server: ServerProcess, prefix: str, tmp_path: Path
+    client: ArtifactClient, server: ServerProcess, prefix: str, tmp_path: Path, size: int
 ) -> None:
-    write_random(tmp_path / "w.bin", 1024 * 1024)
+    write_random(tmp_path / "w.bin", size)
     client.log_artifact(tmp_path / "w.bin", prefix)
     stored = server.root / prefix / "w.bin"
     before = stored.stat()
