@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,22 +105,43 @@ class TreeUsage:
     pss_after: int
     nproc: int
     rss_reset: bool
+    sampled_anon_max: int = 0
+    sampled_file_max: int = 0
 
 
 class TreeWatch:
     """CPU seconds and peak RSS of a process tree over one window (one timed command)."""
 
-    def __init__(self, root: int) -> None:
+    def __init__(self, root: int, sample_every: float = 0.0) -> None:
         self.root = root
         self._cpu0: dict[int, float] = {}
         self._reset_ok = False
+        self._every = sample_every
+        self._done = threading.Event()
+        self._sampler: threading.Thread | None = None
+        self._anon_max = self._file_max = 0
 
     def start(self) -> None:
         pids = tree_pids(self.root)
         self._reset_ok = all([reset_peak_rss(pid) for pid in pids])
         self._cpu0 = {pid: _safe_cpu(pid) for pid in pids}
+        if self._every > 0:
+            self._sampler = threading.Thread(target=self._sample, args=(pids,), daemon=True)
+            self._sampler.start()
+
+    def _sample(self, pids: list[int]) -> None:
+        """VmHWM says how high RSS went, not of what: polling RssAnon and RssFile tells heap and
+        buffers apart from mapped files (libraries, mmapped data)."""
+        while not self._done.wait(self._every):
+            anon = sum(_safe_int(lambda p: _status_kib(p, "RssAnon") * 1024, p) for p in pids)
+            mapped = sum(_safe_int(lambda p: _status_kib(p, "RssFile") * 1024, p) for p in pids)
+            self._anon_max = max(self._anon_max, anon)
+            self._file_max = max(self._file_max, mapped)
 
     def stop(self) -> TreeUsage:
+        self._done.set()
+        if self._sampler is not None:
+            self._sampler.join()
         pids = tree_pids(self.root)
         peaks = [_safe_int(peak_rss, pid) for pid in pids]
         return TreeUsage(
@@ -129,6 +151,8 @@ class TreeWatch:
             pss_after=sum(_safe_int(pss, pid) for pid in pids),
             nproc=len(pids),
             rss_reset=self._reset_ok,
+            sampled_anon_max=self._anon_max,
+            sampled_file_max=self._file_max,
         )
 
 

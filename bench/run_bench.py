@@ -487,7 +487,7 @@ class Bench:
         argvs = [[*base, "--path", f"bench/{tag}/concurrent/{i}"] for i in range(n)]
         pid = self.srv.pid("artifactd")
         assert pid is not None
-        watch = TreeWatch(pid)
+        watch = TreeWatch(pid, sample_every=0.05)
         time.sleep(s.settle)
         watch.start()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -518,6 +518,11 @@ class Bench:
                 f", server {sample.server.cpu_s:.2f} CPU-s, peak RSS "
                 f"{sample.server.peak_rss_max / 2**20:.0f} MiB"
             )
+            if sample.server.sampled_anon_max:
+                served += (
+                    f" (sampled every 50 ms: anon {sample.server.sampled_anon_max / 2**20:.0f}"
+                    f" MiB, file {sample.server.sampled_file_max / 2**20:.0f} MiB)"
+                )
         log(
             f"  {sample.label}: {sample.seconds:.3f} s = "
             f"{sample.bytes / sample.seconds / 1e6:.0f} MB/s, "
@@ -581,6 +586,13 @@ def summarise(samples: dict[str, list[Sample]]) -> dict[str, dict[str, object]]:
             row["server_pss_after_MiB"] = stat3([u.pss_after / 2**20 for u in served])
             row["server_nproc"] = served[0].nproc
             row["server_rss_reset"] = all(u.rss_reset for u in served)
+            if any(u.sampled_anon_max for u in served):
+                row["server_sampled_anon_max_MiB"] = stat3(
+                    [u.sampled_anon_max / 2**20 for u in served]
+                )
+                row["server_sampled_file_max_MiB"] = stat3(
+                    [u.sampled_file_max / 2**20 for u in served]
+                )
         out[label] = row
     return out
 

@@ -89,7 +89,7 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
         if event.error is not None:
             raise event.error
         assert event.commit is not None
-        return pb.LogArtifactResponse(file=file_info(event.commit()))
+        return pb.LogArtifactResponse(file=file_info(event.commit(True)))
 
     @translate_errors
     def LogArtifacts(  # noqa: N802
@@ -113,7 +113,7 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
             earlier = last_for_path.get(event.path)
             if earlier is not None:
                 _wait_quietly(earlier)  # the same path twice: the later upload must win
-            future = self._committer.submit(event.commit)
+            future = self._committer.submit(event.commit, False)
             last_for_path[event.path] = future
             pending.append((event.path, future))
 
@@ -125,6 +125,10 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
         finally:
             while pending:
                 settle_oldest()
+            # One directory fsync per directory, not per file: results are durable when sent.
+            self._storage.make_durable(
+                parse(r.path) for r in results if r.code == grpc.StatusCode.OK.value[0]
+            )
         return pb.LogArtifactsResponse(results=results)
 
     @translate_errors

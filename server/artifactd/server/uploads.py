@@ -59,7 +59,7 @@ class IncomingFile:
         self._hash.update(data)
         self._upload.write(data)
 
-    def seal(self, final_sha256: str | None) -> Callable[[], Entry]:
+    def seal(self, final_sha256: str | None) -> Callable[[bool], Entry]:
         """Checks size and digests; returns the commit to run (it may run on another thread)."""
         spec = self.spec
         if spec.size is not None and self._received != spec.size:
@@ -75,7 +75,7 @@ class IncomingFile:
                     f"declared {claimed}; nothing was stored"
                 )
         upload, overwrite = self._upload, spec.overwrite
-        return lambda: upload.commit(digest, overwrite=overwrite)
+        return lambda durable: upload.commit(digest, overwrite=overwrite, durable=durable)
 
     def abort(self) -> None:
         self._upload.abort()
@@ -94,7 +94,8 @@ class FileEvent:
     """A file whose stream part is complete: `commit` publishes it, or `error` says why not."""
 
     path: str
-    commit: Callable[[], Entry] | None = None
+    commit: Callable[[bool], Entry] | None = None
+    """Publishes the file; its argument says whether to make the new name durable right away."""
     error: ArtifactError | None = None
 
 

@@ -9,7 +9,7 @@ and its helpers, so a backend is only the mapping of these verbs onto its storag
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -43,10 +43,12 @@ class Upload(ABC):
     def write(self, data: bytes) -> None: ...
 
     @abstractmethod
-    def commit(self, sha256: str, *, overwrite: bool) -> Entry:
-        """Makes the file visible atomically and durably, recording its digest.
+    def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
+        """Makes the file visible atomically, recording its digest.
 
         With `overwrite=False` it raises `AlreadyExists` if anything is at the path by then.
+        With `durable=False` the new name may not survive a crash until `Storage.make_durable`
+        is called for it (a batch pays that cost once per directory, not once per file).
         After a failed commit the upload is aborted.
         """
 
@@ -123,6 +125,9 @@ class Storage(ABC):
     @abstractmethod
     def delete(self, path: ArtifactPath) -> bool:
         """Deletes a file or a directory tree; returns whether anything was there."""
+
+    def make_durable(self, paths: Iterable[ArtifactPath]) -> None:  # noqa: B027 - optional
+        """Makes the commits of `paths` (made with `durable=False`) survive a crash."""
 
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Removes what uploads killed with their server left behind; returns how many.

@@ -22,7 +22,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from artifactd.errors import DataLoss as DataLossError
 from artifactd.errors import (
@@ -219,6 +219,13 @@ class LocalStorage(Storage):
         self._sync_dir(directory)
         return True
 
+    def make_durable(self, paths: Iterable[ArtifactPath]) -> None:
+        for parent in sorted({path.parent for path in paths}):
+            try:
+                self._sync_dir(self._resolve(parent))
+            except FileNotFoundError:
+                continue  # deleted since: nothing left to make durable
+
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Removes temporary files left by uploads that died with their server (SIGKILL, crash).
 
@@ -269,7 +276,7 @@ class _LocalUpload(Upload):
         except OSError as exc:
             raise _os_error(exc, self._path) from exc
 
-    def commit(self, sha256: str, *, overwrite: bool) -> Entry:
+    def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
         fd, temp = self._fd, self._temp
         if fd is None or temp is None:
             raise RuntimeError("upload already finished")
@@ -286,7 +293,8 @@ class _LocalUpload(Upload):
                 os.link(temp, self._target)
                 os.unlink(temp)
             self._temp = None
-            self._storage._sync_dir(os.path.dirname(self._target))
+            if durable:
+                self._storage._sync_dir(os.path.dirname(self._target))
         except FileExistsError:
             self.abort()
             raise _already_exists(self._path) from None
