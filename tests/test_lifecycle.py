@@ -129,9 +129,12 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def test_concurrent_large_uploads_use_bounded_memory(tmp_path: Path) -> None:
-    """4 concurrent 256 MiB uploads must not hold their bytes in the server's memory."""
+    """4 concurrent 256 MiB uploads must not hold their bytes in the server's memory.
+
+    In the client's message size (256 KiB), against the issue's limit of 300 MB; 1 GiB is in flight.
+    """
     server = start_server(tmp_path / "store", tmp_path / "run", "--no-fsync")
-    block = bytes(range(256)) * 4096  # 1 MiB, one object reused: the client side stays small
+    block = bytes(range(256)) * 1024  # 256 KiB, one object reused: the client side stays small
     size = 256 * MiB
     try:
         before = _peak_rss_mb(server.process.pid)
@@ -157,6 +160,6 @@ def test_concurrent_large_uploads_use_bounded_memory(tmp_path: Path) -> None:
         peak = _peak_rss_mb(server.process.pid)
     finally:
         assert server.stop() == 0
-    assert peak < 200, (
+    assert peak < 300, (
         f"server peak RSS {peak:.0f} MB (started at {before:.0f} MB) for 1 GiB in flight"
     )

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 import grpc
 from tqdm import tqdm
 
+from artifactd import malloc
 from artifactd.client.localfiles import Destination, VerifiedFile
 from artifactd.client.settings import SERVER_VARIABLE, ClientSettings
 from artifactd.client.target import (
@@ -92,6 +93,7 @@ class ArtifactClient:
         self.settings = settings or ClientSettings.from_env()
         self.progress = progress
         self.overwrite = overwrite
+        malloc.keep_transfer_buffers()
         self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.ArtifactServiceStub(self._channel)
 

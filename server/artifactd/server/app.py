@@ -8,7 +8,6 @@ process exits 0. A second signal skips the wait.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from artifactd import malloc
 from artifactd.server import limits
 from artifactd.server.servicer import ArtifactServicer
 from artifactd.server.storage import open_storage
@@ -116,25 +116,9 @@ class ArtifactServer:
         self._server.wait_for_termination()
 
 
-MALLOC_ARENAS = 2
-"""glibc gives each thread that allocates its own malloc arena (up to 8 per core), and each arena
-keeps the message buffers it freed. With 4 concurrent 1 GiB uploads that measured 190-300 MiB of
-peak RSS; with 2 arenas 83-177 MiB, at no consistent cost in throughput (bench/README.md)."""
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Caps glibc's malloc arenas for this process; False where libc is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        m_arena_max = -8
-        return bool(libc.mallopt(m_arena_max, arenas))
-    except (OSError, AttributeError):
-        return False
-
-
 def serve(config: ServerConfig) -> int:
     """Runs until SIGTERM or SIGINT, then drains; returns the process exit code."""
-    limit_malloc_arenas()  # before the thread pools exist, so they share the capped arenas
+    malloc.bound_server_heap()  # before the thread pools exist and allocate
     server = ArtifactServer(config)
     stop_requested = threading.Event()
     signals = 0

@@ -1,0 +1,55 @@
+"""glibc malloc settings that measurably matter for moving gigabytes through Python gRPC.
+
+On this machine kind, memory the kernel has taken back is slow to fault in again (the VM returns
+idle pages to its host), so an allocator that trims and re-grows its heap for every 256 KiB
+message pays that cost over and over; and one malloc arena per thread keeps freed buffers in
+many places at once. Both knobs exist only in glibc; elsewhere these functions do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+_TUNE_VARIABLE = "ARTIFACTD_TUNE_MALLOC"
+_tuned = False
+_lock = threading.Lock()
+
+
+def _mallopt(param: int, value: int) -> bool:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return bool(libc.mallopt(param, value))
+    except (OSError, AttributeError):
+        return False
+
+
+def bound_server_heap(arenas: int = 2, mmap_threshold: int = 512 * 1024) -> bool:
+    """Keeps a server's heap from holding many clients' freed message buffers.
+
+    Call before threads allocate. With one arena per thread and glibc's dynamic mmap threshold
+    (which rises to 32 MiB after a few large frees), 4 concurrent 1 GiB uploads in 1 MiB messages
+    peaked at 747 MiB RSS; with 2 arenas and buffers of 512 KiB or more always mmapped (and so
+    returned when freed), 281 MiB, and faster (9.0 s instead of 16.3 s). False where not glibc.
+    """
+    return _mallopt(_M_ARENA_MAX, arenas) and _mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+
+
+def keep_transfer_buffers() -> None:
+    """Lets freed message buffers be reused instead of returned to the kernel (once per process).
+
+    Buffers below 4 MiB come from the heap, and up to 64 MiB of free heap is kept: values glibc's
+    own dynamic thresholds reach anyway after a few large frees. Measured on a 1 GiB download:
+    455-513 -> 543-600 MB/s, with less CPU. `ARTIFACTD_TUNE_MALLOC=0` leaves malloc alone.
+    """
+    global _tuned  # noqa: PLW0603 - a process-wide setting is applied once per process
+    with _lock:
+        if _tuned or os.environ.get(_TUNE_VARIABLE, "1").strip().lower() in ("0", "false", "no"):
+            return
+        _tuned = True
+    _mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024)
+    _mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
