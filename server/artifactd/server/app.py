@@ -26,6 +26,7 @@ from artifactd.server.servicer import ArtifactServicer
 from artifactd.server.storage import open_storage
 from artifactd.server.storage.base import Storage
 from artifactd.v1 import artifact_service_pb2 as pb
+from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ class ArtifactServer:
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
-
         self._servicer = ArtifactServicer(self.storage, self._committer)
         pb_grpc.add_ArtifactServiceServicer_to_server(self._servicer, self._server)
         if config.reflection:

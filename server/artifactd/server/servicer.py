@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from artifactd.errors import ArtifactError, InvalidArgument, OutOfRange
-from artifactd.paths import parse
+from artifactd.paths import MAX_PATH_BYTES, parse
 from artifactd.server import limits, paging
 from artifactd.server.status import InFlight, translate_errors
 from artifactd.server.storage.base import Entry, Storage
@@ -213,8 +213,6 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
     def GetCapabilities(  # noqa: N802
         self, request: pb.GetCapabilitiesRequest, context: grpc.ServicerContext
     ) -> pb.GetCapabilitiesResponse:
-        from artifactd.paths import MAX_PATH_BYTES
-
         caps = self._storage.capabilities
         return pb.GetCapabilitiesResponse(
             chunk_size=limits.CHUNK_SIZE,

@@ -24,11 +24,14 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from artifactd.errors import DataLoss as DataLossError
 from artifactd.errors import (
+    AlreadyExists,
+    DataLoss,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 from artifactd.localfs import inside, make_dirs_inside, remove_empty_dirs
@@ -194,10 +197,7 @@ class LocalStorage(Storage):
     def delete(self, path: ArtifactPath) -> bool:
         if path.is_root:
             raise FailedPrecondition("refusing to delete the artifact root")
-        try:
-            directory = self._resolve(path.parent)
-        except PermissionDenied:
-            raise
+        directory = self._resolve(path.parent)
         target = os.path.join(directory, path.name)
         try:
             st = os.lstat(target)
@@ -336,7 +336,7 @@ class _LocalReader(FileReader):
         while position < end:
             data = os.pread(fd, min(chunk_size, end - position), position)
             if not data:
-                raise DataLossError(
+                raise DataLoss(
                     f"'{self.entry.path}' shrank to {position} bytes while being read "
                     f"(it was {self.entry.size}); it was modified outside artifactd"
                 )
@@ -412,8 +412,6 @@ def _remove_tree(target: str) -> None:
 
 
 def _already_exists(path: ArtifactPath) -> Exception:
-    from artifactd.errors import AlreadyExists
-
     return AlreadyExists(f"'{path}' already exists and the upload asked not to overwrite it")
 
 
@@ -431,11 +429,7 @@ def _os_error(exc: OSError, path: ArtifactPath) -> Exception:
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return PermissionDenied(f"the server may not access '{path}': {exc.strerror}")
     if code in (errno.ENOSPC, errno.EDQUOT):
-        from artifactd.errors import ResourceExhausted
-
         return ResourceExhausted(f"no space left for '{path}' on the artifact store")
     if code == errno.ENAMETOOLONG:
-        from artifactd.errors import InvalidArgument
-
         return InvalidArgument(f"'{path}' is too long for the artifact store's filesystem")
     return Unavailable(f"storage error on '{path}': {exc.strerror or exc}")
