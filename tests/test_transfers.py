@@ -224,6 +224,23 @@ def test_overwrite_policies(
     assert visible_files(server.root / prefix) == ["o.bin"]
 
 
+def test_parent_replaced_behind_the_server_right_after_an_upload(
+    stub: pb_grpc.ArtifactServiceStub, server: ServerProcess, prefix: str
+) -> None:
+    """The server reuses recently resolved parent folders; a changed folder must not fool it."""
+    upload(stub, f"{prefix}/d/first.bin", [b"1"])
+    folder = server.root / prefix / "d"
+    (folder / "first.bin").unlink()
+    folder.rmdir()
+    folder.write_bytes(b"now a file")  # within the reuse window, from outside the server
+    with pytest.raises(grpc.RpcError) as err:
+        upload(stub, f"{prefix}/d/second.bin", [b"2"])
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    folder.unlink()
+    upload(stub, f"{prefix}/d/third.bin", [b"3"])  # gone altogether: made again
+    assert visible_files(server.root / prefix) == ["d/third.bin"]
+
+
 def test_file_and_directory_conflicts(stub: pb_grpc.ArtifactServiceStub, prefix: str) -> None:
     upload(stub, f"{prefix}/a/file.bin", [b"x"])
     with pytest.raises(grpc.RpcError) as err:

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DIGEST_XATTR = "user.artifactd.sha256"
 _TEMP_PREFIX = f"{RESERVED_PREFIX}upload-"
+_VERIFIED_DIR_TTL = 2.0  # seconds a resolved parent directory is reused without re-checking
+_VERIFIED_DIRS_MAX = 1024
 
 
 class LocalStorage(Storage):
@@ -60,6 +62,11 @@ class LocalStorage(Storage):
         os.makedirs(root, exist_ok=True)
         self._root = os.path.realpath(root)
         self._fsync = fsync
+        # parent parts -> (real directory, monotonic time it was verified). Uploading a directory
+        # of small files puts hundreds of files in one folder: re-walking and re-resolving the
+        # same parents for each was a tenth of the server's CPU per file. An entry is trusted for
+        # a short time only, and dropped when the directory turns out to be gone.
+        self._verified_dirs: dict[tuple[str, ...], tuple[str, float]] = {}
 
     @property
     def root(self) -> str:
@@ -86,14 +93,7 @@ class LocalStorage(Storage):
         if path.is_root:
             raise FailedPrecondition("the artifact root is a directory, not a file")
         for _attempt in range(3):
-            try:
-                directory, created = make_dirs_inside(self._root, path.parent.parts)
-            except FailedPrecondition:
-                raise FailedPrecondition(
-                    f"a parent of '{path}' is a file, so '{path}' cannot be created"
-                ) from None
-            except OSError as exc:
-                raise _os_error(exc, path) from exc
+            directory, created = self._parent_dir(path)
             target = os.path.join(directory, path.name)
             if os.path.isdir(target):
                 remove_empty_dirs(created)
@@ -101,13 +101,35 @@ class LocalStorage(Storage):
             temp = os.path.join(directory, f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            except FileNotFoundError:
-                continue  # a concurrent delete removed the directory we just made: make it again
+            except (FileNotFoundError, NotADirectoryError):
+                # A concurrent delete removed the directory (maybe one we just made): make it again.
+                self._verified_dirs.pop(path.parent.parts, None)
+                continue
             except OSError as exc:
                 remove_empty_dirs(created)
                 raise _os_error(exc, path) from exc
             return _LocalUpload(self, path, fd, temp, target, created)
         raise Unavailable(f"'{path.parent}' keeps disappearing while uploading '{path}'; retry")
+
+    def _parent_dir(self, path: ArtifactPath) -> tuple[str, list[str]]:
+        """The real directory to create `path` in, and the directories made for it."""
+        key = path.parent.parts
+        now = time.monotonic()
+        cached = self._verified_dirs.get(key)
+        if cached is not None and now - cached[1] < _VERIFIED_DIR_TTL:
+            return cached[0], []
+        try:
+            directory, created = make_dirs_inside(self._root, key)
+        except FailedPrecondition:
+            raise FailedPrecondition(
+                f"a parent of '{path}' is a file, so '{path}' cannot be created"
+            ) from None
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        if len(self._verified_dirs) >= _VERIFIED_DIRS_MAX:
+            self._verified_dirs.clear()
+        self._verified_dirs[key] = (directory, now)
+        return directory, created
 
     def _sync_dir(self, directory: str) -> None:
         if not self._fsync:
@@ -199,6 +221,7 @@ class LocalStorage(Storage):
             raise FailedPrecondition("refusing to delete the artifact root")
         directory = self._resolve(path.parent)
         target = os.path.join(directory, path.name)
+        self._verified_dirs.clear()
         try:
             st = os.lstat(target)
         except FileNotFoundError:
