@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -15,6 +16,14 @@ from artifactd.client import ArtifactClient
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 from servers import ServerProcess, start_server
+
+pytest_plugins = ("run_fixtures",)
+
+if TYPE_CHECKING:
+    from artifactd.server.store.tracking import TrackingStore
+
+# The backend stores the store's tests run on (see tests/databases.py).
+STORE_BACKENDS = ("sqlite", "postgresql", "mariadb")
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +89,27 @@ def sha256_of(path: Path) -> str:
 def visible_files(root: Path) -> list[str]:
     """Every file under `root`, relative, including hidden ones (tests look for leftovers)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="session", params=STORE_BACKENDS, ids=list(STORE_BACKENDS))
+def database_uri(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh backend-store database per backend for the session; tests use unique names."""
+    from databases import fresh_database  # SQLAlchemy only for the tests that use a store
+
+    with fresh_database(request.param, tmp_path_factory.mktemp("sqlite")) as uri:
+        yield uri
+
+
+@pytest.fixture
+def tracking_store(database_uri: str) -> Iterator[TrackingStore]:
+    """A store on the session's database for `database_uri`'s backend; its engine is closed after."""
+    from artifactd.server.store.database import open_database
+    from artifactd.server.store.tracking import TrackingStore
+
+    database = open_database(database_uri)
+    try:
+        yield TrackingStore(database)
+    finally:
+        database.close()

@@ -62,7 +62,7 @@ def start_server(root: Path, workdir: Path, *args: str, timeout: float = 30.0) -
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
+            start_new_session=True, cwd=workdir,  # the default SQLite store lands there
         )  # fmt: skip
     deadline = time.monotonic() + timeout
     while not port_file.exists():

@@ -56,7 +56,9 @@ class FileInfo(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     MODIFIED_TIME_FIELD_NUMBER: _builtins.int
     path: _builtins.str
-    """Path relative to the artifact root, `/`-separated."""
+    """Path relative to the artifact root (or to the run's artifact root when the request named a
+    run), `/`-separated.
+    """
     is_dir: _builtins.bool
     file_size: _builtins.int
     """Size in bytes; 0 for directories."""
@@ -93,6 +95,7 @@ class UploadHeader(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     OVERWRITE_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Destination path of the file (not of a directory)."""
     size: _builtins.int
@@ -100,6 +103,11 @@ class UploadHeader(_message.Message):
     sha256: _builtins.str
     """Expected lower-case hex sha256 of the content, if known in advance; a mismatch is DATA_LOSS."""
     overwrite: Global___OverwritePolicy.ValueType
+    run_id: _builtins.str
+    """Optional: address the artifacts of this run (see RunService); `path` is then relative to
+    the run's artifact root, and so are the paths returned. Writing to a deleted run is
+    FAILED_PRECONDITION.
+    """
     def __init__(
         self,
         *,
@@ -107,10 +115,11 @@ class UploadHeader(_message.Message):
         size: _builtins.int | None = ...,
         sha256: _builtins.str = ...,
         overwrite: Global___OverwritePolicy.ValueType = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "overwrite", b"overwrite", "path", b"path", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "overwrite", b"overwrite", "path", b"path", "run_id", b"run_id", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size: _TypeAlias = _typing.Literal["size"]  # noqa: Y015
     _WhichOneofArgType__size: _TypeAlias = _typing.Literal["_size", b"_size"]  # noqa: Y015
@@ -283,21 +292,28 @@ class DownloadArtifactRequest(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     offset: _builtins.int
     """First byte to send."""
     limit: _builtins.int
     """Maximum number of bytes to send; 0 means to the end."""
+    run_id: _builtins.str
+    """Optional: address the artifacts of this run (see RunService); `path` is then relative to
+    the run's artifact root, and so are the paths returned. Writing to a deleted run is
+    FAILED_PRECONDITION.
+    """
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
         offset: _builtins.int = ...,
         limit: _builtins.int = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "path", b"path", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -333,16 +349,23 @@ class DownloadArtifactsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATH_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Directory to download; empty for the root."""
+    run_id: _builtins.str
+    """Optional: address the artifacts of this run (see RunService); `path` is then relative to
+    the run's artifact root, and so are the paths returned. Writing to a deleted run is
+    FAILED_PRECONDITION.
+    """
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,6 +404,7 @@ class ListArtifactsRequest(_message.Message):
     RECURSIVE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Directory to list; empty for the root."""
     recursive: _builtins.bool
@@ -389,6 +413,11 @@ class ListArtifactsRequest(_message.Message):
     """Entries per page; 0 means the server's default (see GetCapabilities)."""
     page_token: _builtins.str
     """`next_page_token` of the previous page; empty for the first page."""
+    run_id: _builtins.str
+    """Optional: address the artifacts of this run (see RunService); `path` is then relative to
+    the run's artifact root, and so are the paths returned. Writing to a deleted run is
+    FAILED_PRECONDITION.
+    """
     def __init__(
         self,
         *,
@@ -396,10 +425,11 @@ class ListArtifactsRequest(_message.Message):
         recursive: _builtins.bool = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "path", b"path", "recursive", b"recursive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "path", b"path", "recursive", b"recursive", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -434,15 +464,22 @@ class GetArtifactRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATH_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    run_id: _builtins.str
+    """Optional: address the artifacts of this run (see RunService); `path` is then relative to
+    the run's artifact root, and so are the paths returned. Writing to a deleted run is
+    FAILED_PRECONDITION.
+    """
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -473,15 +510,22 @@ class DeleteArtifactsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATH_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    run_id: _builtins.str
+    """Optional: address the artifacts of this run (see RunService); `path` is then relative to
+    the run's artifact root, and so are the paths returned. Writing to a deleted run is
+    FAILED_PRECONDITION.
+    """
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

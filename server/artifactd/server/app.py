@@ -22,15 +22,23 @@ from grpc_reflection.v1alpha import reflection
 
 from artifactd import malloc
 from artifactd.server import limits
+from artifactd.server.roots import ArtifactRoots
+from artifactd.server.run_servicer import RunServicer
+from artifactd.server.scopes import Scopes
 from artifactd.server.servicer import ArtifactServicer
 from artifactd.server.storage import open_storage
-from artifactd.server.storage.base import Storage
+from artifactd.server.store.database import DEFAULT_BACKEND_STORE_URI, open_database, redact
+from artifactd.server.store.tracking import TrackingStore
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from artifactd.v1 import run_service_pb2 as rpb
+from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArtifactService"].full_name
+RUN_SERVICE_NAME = rpb.DESCRIPTOR.services_by_name["RunService"].full_name
+SERVICE_NAMES = (SERVICE_NAME, RUN_SERVICE_NAME)
 STALE_UPLOAD_AGE = 24 * 3600.0
 
 
@@ -41,6 +49,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     artifacts_destination: str = "./mlruns"
+    backend_store_uri: str = DEFAULT_BACKEND_STORE_URI
+    extra_artifact_roots: tuple[str, ...] = ()
     grace_period: float = 30.0
     max_workers: int = 64
     reflection: bool = True
@@ -51,9 +61,16 @@ class ServerConfig:
 class ArtifactServer:
     """The gRPC server with the artifact, health and reflection services."""
 
-    def __init__(self, config: ServerConfig, storage: Storage | None = None) -> None:
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.storage = storage or open_storage(config.artifacts_destination, fsync=config.fsync)
+        self.database = open_database(config.backend_store_uri)
+        storages = [
+            open_storage(root, fsync=config.fsync)
+            for root in (config.artifacts_destination, *config.extra_artifact_roots)
+        ]
+        self.roots = ArtifactRoots(storages)
+        self.storage = self.roots.default
+        store = TrackingStore(self.database)
         self._committer = ThreadPoolExecutor(8, thread_name_prefix="commit")
         self._server = grpc.server(
             ThreadPoolExecutor(config.max_workers, thread_name_prefix="rpc"),
@@ -61,11 +78,13 @@ class ArtifactServer:
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        self._servicer = ArtifactServicer(self.storage, self._committer)
+        self._servicer = ArtifactServicer(Scopes(self.roots, store), self._committer)
         pb_grpc.add_ArtifactServiceServicer_to_server(self._servicer, self._server)
+        run_servicer = RunServicer(store, self.roots, self._servicer.in_flight)
+        rpb_grpc.add_RunServiceServicer_to_server(run_servicer, self._server)
         if config.reflection:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
             )
         self.port = 0
 
@@ -76,28 +95,29 @@ class ArtifactServer:
         if self.port == 0:
             raise OSError(f"could not listen on {address}")
         self._server.start()
-        for service in ("", SERVICE_NAME):
+        for service in ("", *SERVICE_NAMES):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         threading.Thread(target=self._sweep, name="sweep", daemon=True).start()
         log.info(
-            "artifactd listening on %s:%d, artifacts in %s (%s)",
+            "artifactd listening on %s:%d, artifacts in %s, backend store %s",
             self.config.host,
             self.port,
-            self.config.artifacts_destination,
-            self.storage.name,
+            ", ".join(self.roots.uris),
+            redact(self.config.backend_store_uri),
         )
         if self.config.port_file:
             _write_atomically(self.config.port_file, f"{self.port}\n")
         return self.port
 
     def _sweep(self) -> None:
-        try:
-            removed = self.storage.sweep_incomplete_uploads(STALE_UPLOAD_AGE)
-        except Exception:
-            log.exception("sweeping incomplete uploads failed")
-            return
-        if removed:
-            log.info("removed %d files of uploads interrupted by an earlier crash", removed)
+        for storage in self.roots.storages:
+            try:
+                removed = storage.sweep_incomplete_uploads(STALE_UPLOAD_AGE)
+            except Exception:
+                log.exception("sweeping incomplete uploads in %s failed", storage.uri)
+                continue
+            if removed:
+                log.info("removed %d files of uploads interrupted by an earlier crash", removed)
 
     def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING, no new calls, `grace` seconds for running ones, then stops."""
@@ -109,7 +129,9 @@ class ArtifactServer:
             self._server.stop(0)
         stopped.wait()
         self._committer.shutdown(wait=True)
-        self.storage.close()
+        for storage in self.roots.storages:
+            storage.close()
+        self.database.close()
 
     def wait(self) -> None:
         self._server.wait_for_termination()

@@ -37,6 +37,22 @@ _DEFAULTS = ServerConfig()
     help="Where artifacts are stored: a local or NFS directory, or file:///path.",
 )
 @click.option(
+    "--extra-artifact-root",
+    "extra_artifact_roots",
+    envvar="ARTIFACTD_EXTRA_ARTIFACT_ROOTS",
+    multiple=True,
+    help="Another root experiments may choose as their artifact location (repeatable; the "
+    "variable takes a space-separated list). Locations outside all roots are refused.",
+)
+@click.option(
+    "--backend-store-uri",
+    envvar="ARTIFACTD_BACKEND_STORE_URI",
+    default=_DEFAULTS.backend_store_uri,
+    show_default=True,
+    help="SQL database for experiments and runs: sqlite:///path, postgresql://user@host/db or "
+    "mysql://user@host/db. A new database is migrated on first start.",
+)
+@click.option(
     "--grace-period",
     envvar="ARTIFACTD_GRACE_PERIOD",
     type=click.FloatRange(0),
@@ -83,6 +99,8 @@ def serve_command(
     host: str,
     port: int,
     artifacts_destination: str,
+    extra_artifact_roots: tuple[str, ...],
+    backend_store_uri: str,
     grace_period: float,
     max_workers: int,
     reflection: bool,
@@ -98,6 +116,8 @@ def serve_command(
         host=host,
         port=port,
         artifacts_destination=artifacts_destination,
+        extra_artifact_roots=extra_artifact_roots,
+        backend_store_uri=backend_store_uri,
         grace_period=grace_period,
         max_workers=max_workers,
         reflection=reflection,

@@ -16,9 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from artifactd.errors import ArtifactError, InvalidArgument, OutOfRange
-from artifactd.paths import MAX_PATH_BYTES, parse
+from artifactd.errors import ArtifactError, InvalidArgument, NotFound, OutOfRange
+from artifactd.paths import MAX_PATH_BYTES, ArtifactPath, parse
 from artifactd.server import limits, paging
+from artifactd.server.scopes import Scope, Scopes, WriteScopes
 from artifactd.server.status import InFlight, translate_errors
 from artifactd.server.storage.base import Entry, Storage
 from artifactd.server.uploads import (
@@ -46,21 +47,29 @@ def file_info(entry: Entry) -> pb.FileInfo:
     )
 
 
-def _upload_header(message: UploadMessage) -> tuple[str, Callable[[], UploadSpec]]:
-    """The raw path (for error reports) and a parser of the header into an `UploadSpec`."""
-    header: pb.UploadHeader = message.header  # type: ignore[attr-defined]
+def _header_reader(
+    scopes: WriteScopes,
+) -> Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]]:
+    """Reads a header message into the raw path (for error reports) and an `UploadSpec` parser."""
 
-    def spec() -> UploadSpec:
-        if header.HasField("size") and header.size < 0:
-            raise InvalidArgument(f"size must not be negative, got {header.size}")
-        return UploadSpec(
-            path=parse(header.path),
-            size=header.size if header.HasField("size") else None,
-            sha256=parse_digest(header.sha256, "header sha256"),
-            overwrite=header.overwrite != pb.OVERWRITE_POLICY_FAIL_IF_EXISTS,
-        )
+    def read(message: UploadMessage) -> tuple[str, Callable[[], UploadSpec]]:
+        header: pb.UploadHeader = message.header  # type: ignore[attr-defined]
 
-    return header.path, spec
+        def spec() -> UploadSpec:
+            if header.HasField("size") and header.size < 0:
+                raise InvalidArgument(f"size must not be negative, got {header.size}")
+            path = parse(header.path)
+            return UploadSpec(
+                path=path,
+                size=header.size if header.HasField("size") else None,
+                sha256=parse_digest(header.sha256, "header sha256"),
+                overwrite=header.overwrite != pb.OVERWRITE_POLICY_FAIL_IF_EXISTS,
+                scope=scopes.for_write(header.run_id, path),
+            )
+
+        return header.path, spec
+
+    return read
 
 
 def _finish_digest(message: UploadMessage) -> str | None:
@@ -68,13 +77,14 @@ def _finish_digest(message: UploadMessage) -> str | None:
 
 
 class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
-    def __init__(self, storage: Storage, committer: ThreadPoolExecutor) -> None:
-        self._storage = storage
+    def __init__(self, scopes: Scopes, committer: ThreadPoolExecutor) -> None:
+        self._scopes = scopes
+        self._storage = scopes.default.storage
         self._committer = committer
         self.in_flight = InFlight()
 
     def _stream(self, max_files: int) -> UploadStream:
-        return UploadStream(self._storage, _upload_header, _finish_digest, max_files)
+        return UploadStream(_header_reader(self._scopes.writer()), _finish_digest, max_files)
 
     @translate_errors
     def LogArtifact(  # noqa: N802 - gRPC method names
@@ -88,8 +98,8 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
             raise InvalidArgument(f"LogArtifact carries one file; '{extra.path}' followed")
         if event.error is not None:
             raise event.error
-        assert event.commit is not None
-        return pb.LogArtifactResponse(file=file_info(event.commit(True)))
+        assert event.commit is not None and event.scope is not None
+        return pb.LogArtifactResponse(file=file_info(event.scope.relative(event.commit(True))))
 
     @translate_errors
     def LogArtifacts(  # noqa: N802
@@ -97,25 +107,30 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
     ) -> pb.LogArtifactsResponse:
         # Commits (fsync + rename) run on the committer pool while the next files arrive: with
         # small files the fsyncs, not the network, would otherwise set the pace.
-        pending: deque[tuple[str, Future[Entry] | ArtifactError]] = deque()
-        last_for_path: dict[str, Future[Entry]] = {}
+        pending: deque[tuple[FileEvent, Future[Entry] | ArtifactError]] = deque()
+        last_for_path: dict[tuple[int, ArtifactPath], Future[Entry]] = {}
         results: list[pb.LogArtifactsResult] = []
+        committed: dict[Storage, list[ArtifactPath]] = {}
 
         def settle_oldest() -> None:
-            path, outcome = pending.popleft()
-            results.append(_result(path, outcome))
+            event, outcome = pending.popleft()
+            result, entry = _result(event, outcome)
+            results.append(result)
+            if entry is not None and event.scope is not None:
+                committed.setdefault(event.scope.storage, []).append(entry.path)
 
         def submit(event: FileEvent) -> None:
             if event.error is not None:
-                pending.append((event.path, event.error))
+                pending.append((event, event.error))
                 return
-            assert event.commit is not None
-            earlier = last_for_path.get(event.path)
+            assert event.commit is not None and event.scope is not None
+            key = (id(event.scope.storage), event.scope.full(parse(event.path)))
+            earlier = last_for_path.get(key)
             if earlier is not None:
                 _wait_quietly(earlier)  # the same path twice: the later upload must win
             future = self._committer.submit(event.commit, False)
-            last_for_path[event.path] = future
-            pending.append((event.path, future))
+            last_for_path[key] = future
+            pending.append((event, future))
 
         try:
             for event in self._stream(limits.MAX_BATCH_FILES).files(request_iterator):
@@ -126,9 +141,8 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
             while pending:
                 settle_oldest()
             # One directory fsync per directory, not per file: results are durable when sent.
-            self._storage.make_durable(
-                parse(r.path) for r in results if r.code == grpc.StatusCode.OK.value[0]
-            )
+            for storage, paths in committed.items():
+                storage.make_durable(paths)
         return pb.LogArtifactsResponse(results=results)
 
     @translate_errors
@@ -138,14 +152,16 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
         path = parse(request.path)
         if request.offset < 0 or request.limit < 0:
             raise InvalidArgument("offset and limit must not be negative")
-        with self._storage.open_file(path) as reader:
+        scope = self._scopes.for_read(request.run_id)
+        with scope.storage.open_file(scope.full(path)) as reader:
             size = reader.entry.size
             if request.offset > size:
                 raise OutOfRange(
                     f"offset {request.offset} is past the end of '{path}' ({size} bytes)"
                 )
             chunks = reader.chunks(request.offset, request.limit, limits.CHUNK_SIZE)
-            yield pb.DownloadArtifactResponse(info=file_info(reader.entry), data=next(chunks, b""))
+            info = file_info(scope.relative(reader.entry))
+            yield pb.DownloadArtifactResponse(info=info, data=next(chunks, b""))
             for chunk in chunks:
                 yield pb.DownloadArtifactResponse(data=chunk)
 
@@ -153,13 +169,15 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
     def DownloadArtifacts(  # noqa: N802
         self, request: pb.DownloadArtifactsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadArtifactsResponse]:
+        scope = self._scopes.for_read(request.run_id)
         root = parse(request.path, allow_root=True)
-        for entry in self._storage.iter_tree(root, recursive=True):
+        storage = scope.storage
+        for entry in _tree(scope, root, recursive=True):
             if entry.is_dir:
-                yield pb.DownloadArtifactsResponse(file=file_info(entry))
+                yield pb.DownloadArtifactsResponse(file=file_info(scope.relative(entry)))
                 continue
             try:
-                reader = self._storage.open_file(entry.path)
+                reader = storage.open_file(entry.path)
             except ArtifactError as exc:
                 if exc.code == grpc.StatusCode.NOT_FOUND:
                     continue  # deleted since it was listed: not part of the tree any more
@@ -167,7 +185,7 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
             with reader:
                 chunks = reader.chunks(0, 0, limits.CHUNK_SIZE)
                 yield pb.DownloadArtifactsResponse(
-                    file=file_info(reader.entry), data=next(chunks, b"")
+                    file=file_info(scope.relative(reader.entry)), data=next(chunks, b"")
                 )
                 for chunk in chunks:
                     yield pb.DownloadArtifactsResponse(data=chunk)
@@ -176,37 +194,45 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
     def ListArtifacts(  # noqa: N802
         self, request: pb.ListArtifactsRequest, context: grpc.ServicerContext
     ) -> pb.ListArtifactsResponse:
+        scope = self._scopes.for_read(request.run_id)
         directory = parse(request.path, allow_root=True)
         if request.page_size < 0:
             raise InvalidArgument(f"page_size must not be negative, got {request.page_size}")
         page_size = min(request.page_size or limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE)
+        listing = scope.full(directory)
         after = (
-            paging.decode(request.page_token, directory, request.recursive)
+            paging.decode(request.page_token, listing, request.recursive)
             if request.page_token
             else None
         )
-        entries = self._storage.iter_tree(directory, recursive=request.recursive, after=after)
+        entries = _tree(scope, directory, recursive=request.recursive, after=after)
         page = list(itertools.islice(entries, page_size + 1))
         token = ""
         if len(page) > page_size:
             page = page[:page_size]
-            token = paging.encode(directory, request.recursive, page[-1].path)
-        return pb.ListArtifactsResponse(files=[file_info(e) for e in page], next_page_token=token)
+            token = paging.encode(listing, request.recursive, page[-1].path)
+        files = [file_info(scope.relative(e)) for e in page]
+        return pb.ListArtifactsResponse(files=files, next_page_token=token)
 
     @translate_errors
     def GetArtifact(  # noqa: N802
         self, request: pb.GetArtifactRequest, context: grpc.ServicerContext
     ) -> pb.GetArtifactResponse:
-        entry = self._storage.stat(parse(request.path, allow_root=True))
-        return pb.GetArtifactResponse(file=file_info(entry))
+        scope = self._scopes.for_read(request.run_id)
+        entry = scope.storage.stat(scope.full(parse(request.path, allow_root=True)))
+        return pb.GetArtifactResponse(file=file_info(scope.relative(entry)))
 
     @translate_errors
     def DeleteArtifacts(  # noqa: N802
         self, request: pb.DeleteArtifactsRequest, context: grpc.ServicerContext
     ) -> pb.DeleteArtifactsResponse:
-        path = parse(request.path, what="path (the artifact root itself cannot be deleted)")
-        existed = self._storage.delete(path)
-        log.info("deleted %s (existed: %s)", path, existed)
+        if request.run_id:  # the run's whole artifact root may go; the server's root may not
+            path = parse(request.path, allow_root=True)
+        else:
+            path = parse(request.path, what="path (the artifact root itself cannot be deleted)")
+        scope = self._scopes.for_write(request.run_id, path)
+        existed = scope.storage.delete(scope.full(path))
+        log.info("deleted %s (run %s, existed: %s)", path, scope.run_id or "-", existed)
         return pb.DeleteArtifactsResponse(existed=existed)
 
     @translate_errors
@@ -229,22 +255,42 @@ class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
         )
 
 
+def _tree(
+    scope: Scope, directory: ArtifactPath, *, recursive: bool, after: ArtifactPath | None = None
+) -> Iterator[Entry]:
+    """Entries below `directory`; a run with nothing logged yet has an empty root, not none."""
+    try:
+        yield from scope.storage.iter_tree(scope.full(directory), recursive=recursive, after=after)
+    except NotFound:
+        if scope.run_id and directory.is_root:
+            return
+        raise
+
+
 def _wait_quietly(future: Future[Entry]) -> None:
     """Waits for a commit; its own result entry reports any failure."""
     with contextlib.suppress(Exception):
         future.result()
 
 
-def _result(path: str, outcome: Future[Entry] | ArtifactError) -> pb.LogArtifactsResult:
+def _result(
+    event: FileEvent, outcome: Future[Entry] | ArtifactError
+) -> tuple[pb.LogArtifactsResult, Entry | None]:
+    """The client's result for one file, and the stored entry when it was committed."""
+    path = event.path
     if isinstance(outcome, ArtifactError):
-        return pb.LogArtifactsResult(path=path, code=outcome.code.value[0], message=outcome.message)
+        return _failed(path, outcome.code, outcome.message), None
     try:
         entry = outcome.result()
     except ArtifactError as exc:
-        return pb.LogArtifactsResult(path=path, code=exc.code.value[0], message=exc.message)
+        return _failed(path, exc.code, exc.message), None
     except Exception:
         log.exception("committing %s crashed", path)
-        return pb.LogArtifactsResult(
-            path=path, code=grpc.StatusCode.INTERNAL.value[0], message="internal server error"
-        )
-    return pb.LogArtifactsResult(path=path, code=0, file=file_info(entry))
+        return _failed(path, grpc.StatusCode.INTERNAL, "internal server error"), None
+    assert event.scope is not None
+    shown = file_info(event.scope.relative(entry))
+    return pb.LogArtifactsResult(path=path, code=0, file=shown), entry
+
+
+def _failed(path: str, code: grpc.StatusCode, message: str) -> pb.LogArtifactsResult:
+    return pb.LogArtifactsResult(path=path, code=code.value[0], message=message)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import grpc
+from sqlalchemy.exc import OperationalError
 
 from artifactd.errors import ArtifactError
 
@@ -55,6 +56,11 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
     if isinstance(exc, ArtifactError):
         log.info("%s failed: %s %s", method, exc.code.name, exc.message)
         context.abort(exc.code, exc.message)
+    if isinstance(exc, OperationalError):  # the database went away or refused the connection
+        log.warning("%s: backend store unavailable: %s", method, exc.orig or exc)
+        context.abort(
+            grpc.StatusCode.UNAVAILABLE, "the backend store (database) is unavailable; retry later"
+        )
     ref = uuid.uuid4().hex[:12]
     log.exception("%s crashed (ref %s)", method, ref)
     context.abort(

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from artifactd.errors import Aborted, ArtifactError, DataLoss, InvalidArgument
 from artifactd.paths import ArtifactPath
-from artifactd.server.storage.base import Entry, Storage, Upload
+from artifactd.server.scopes import Scope
+from artifactd.server.storage.base import Entry, Upload
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -34,17 +35,19 @@ class UploadSpec:
     """What the client declared about one file before sending it."""
 
     path: ArtifactPath
+    """As the client named it: relative to `scope`."""
     size: int | None
     sha256: str | None
     overwrite: bool
+    scope: Scope
 
 
 class IncomingFile:
     """One file arriving in chunks; committed only if every declared check passes."""
 
-    def __init__(self, storage: Storage, spec: UploadSpec) -> None:
+    def __init__(self, spec: UploadSpec) -> None:
         self.spec = spec
-        self._upload: Upload = storage.start_upload(spec.path)
+        self._upload: Upload = spec.scope.storage.start_upload(spec.scope.full(spec.path))
         self._hash = hashlib.sha256()
         self._received = 0
 
@@ -95,8 +98,10 @@ class FileEvent:
 
     path: str
     commit: Callable[[bool], Entry] | None = None
-    """Publishes the file; its argument says whether to make the new name durable right away."""
+    """Publishes the file; its argument says whether to make the new name durable right away.
+    The entry it returns has the path in storage; `scope.relative` turns it into the client's."""
     error: ArtifactError | None = None
+    scope: Scope | None = None
 
 
 class UploadStream:
@@ -110,12 +115,10 @@ class UploadStream:
 
     def __init__(
         self,
-        storage: Storage,
         header_of: Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]],
         finish_digest: Callable[[UploadMessage], str | None],
         max_files: int,
     ) -> None:
-        self._storage = storage
         self._header_of = header_of
         self._finish_digest = finish_digest
         self._max_files = max_files
@@ -172,14 +175,15 @@ class UploadStream:
                     f"one stream carries at most {self._max_files} files; "
                     "start another stream for the rest"
                 )
-            return IncomingFile(self._storage, spec_of()), None
+            return IncomingFile(spec_of()), None
         except ArtifactError as exc:
             return None, FileEvent(raw_path, error=exc)
 
     def _seal(self, incoming: IncomingFile, message: UploadMessage) -> FileEvent:
         path = str(incoming.spec.path)
         try:
-            return FileEvent(path, commit=incoming.seal(self._finish_digest(message)))
+            commit = incoming.seal(self._finish_digest(message))
+            return FileEvent(path, commit=commit, scope=incoming.spec.scope)
         except ArtifactError as exc:
             incoming.abort()
             return FileEvent(path, error=exc)

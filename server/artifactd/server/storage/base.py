@@ -99,6 +99,11 @@ class Storage(ABC):
     name: str
     capabilities: StorageCapabilities
 
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """The root's canonical URI (`file:///srv/artifacts`); locations below it extend it."""
+
     @abstractmethod
     def start_upload(self, path: ArtifactPath) -> Upload:
         """Prepares a write of the file at `path` (`FailedPrecondition` if it cannot be one)."""

@@ -72,6 +72,10 @@ class LocalStorage(Storage):
     def root(self) -> str:
         return self._root
 
+    @property
+    def uri(self) -> str:
+        return f"file://{self._root}"
+
     # -- path resolution -------------------------------------------------------------------
 
     def _full(self, path: ArtifactPath) -> str:

@@ -1,0 +1,69 @@
+"""Tables of the backend store.
+
+Table names carry an `artifactd_` prefix (and Alembic's version table is ours too), so the store
+can share a database with MLflow's tracking tables without either touching the other's rows.
+Times are integer milliseconds since the epoch, as in MLflow.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ACTIVE = "active"
+DELETED = "deleted"
+MAX_NAME_LENGTH = 256
+MAX_LOCATION_LENGTH = 2048
+
+
+def exact_string(length: int) -> String:
+    """A VARCHAR compared byte for byte everywhere: MySQL/MariaDB default collations ignore case,
+    which would make names and artifact locations that differ only in case collide there."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ExperimentRow(Base):
+    __tablename__ = "artifactd_experiments"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_artifactd_experiments_name"),
+        Index("ix_artifactd_experiments_lifecycle_stage", "lifecycle_stage"),
+    )
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(exact_string(MAX_NAME_LENGTH))
+    artifact_location: Mapped[str] = mapped_column(exact_string(MAX_LOCATION_LENGTH))
+    lifecycle_stage: Mapped[str] = mapped_column(String(16))
+    creation_time: Mapped[int] = mapped_column(BigInteger)
+    last_update_time: Mapped[int] = mapped_column(BigInteger)
+
+
+class RunRow(Base):
+    __tablename__ = "artifactd_runs"
+    __table_args__ = (
+        Index("ix_artifactd_runs_experiment_stage", "experiment_id", "lifecycle_stage"),
+        Index("ix_artifactd_runs_stage_deleted_time", "lifecycle_stage", "deleted_time"),
+        Index("ix_artifactd_runs_start_time", "start_time", "run_id"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("artifactd_experiments.experiment_id", name="fk_artifactd_runs_experiment"),
+    )
+    run_name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH))
+    artifact_uri: Mapped[str] = mapped_column(String(MAX_LOCATION_LENGTH))
+    lifecycle_stage: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    deleted_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Set when the run was deleted by deleting its experiment: restoring the experiment restores
+    # exactly these, not runs someone had deleted on their own before.
+    deleted_with_experiment: Mapped[bool] = mapped_column(Boolean, default=False)
