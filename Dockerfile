@@ -17,7 +17,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     ARTIFACTD_HOST=0.0.0.0 \
     ARTIFACTD_PORT=50051 \
-    ARTIFACTD_ARTIFACTS_DESTINATION=/data/artifacts
+    ARTIFACTD_ARTIFACTS_DESTINATION=/data/artifacts \
+    ARTIFACTD_BACKEND_STORE_URI=sqlite:////data/artifactd.db
 COPY --from=build /wheels /wheels
 RUN python -m pip install --no-cache-dir --no-index --find-links /wheels artifactd \
  && rm -rf /wheels \

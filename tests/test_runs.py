@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
@@ -13,7 +15,7 @@ from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 
 from run_fixtures import code_of, get, new_experiment, new_run, put
-from servers import ServerProcess
+from servers import ServerProcess, start_server
 
 
 def test_experiment_lifecycle(runs: rpb_grpc.RunServiceStub, store_server: ServerProcess) -> None:
@@ -220,3 +222,17 @@ def test_run_updates(runs: rpb_grpc.RunServiceStub) -> None:
     assert code_of(lambda: runs.UpdateRun(
         rpb.UpdateRunRequest(run_id=run.run_id, status=rpb.RUN_STATUS_FAILED)
     )) == grpc.StatusCode.FAILED_PRECONDITION  # fmt: skip
+
+
+def test_server_refuses_a_store_migrated_by_a_newer_artifactd(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    first = start_server(tmp_path / "root", tmp_path / "run", "--backend-store-uri", uri)
+    assert first.stop() == 0  # a new database: migrated on first start
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        (revision,) = db.execute("SELECT version_num FROM artifactd_schema_version").fetchone()
+        assert revision
+        db.execute("UPDATE artifactd_schema_version SET version_num = 'f00dfeed'")
+    with pytest.raises(RuntimeError) as err:
+        start_server(tmp_path / "root", tmp_path / "run", "--backend-store-uri", uri)
+    assert "newer artifactd" in str(err.value)
+    assert "Traceback" not in str(err.value)

@@ -15,14 +15,18 @@ The same generator serves the CollectGarbage RPC and `artifactd gc` without a se
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from artifactd.errors import ArtifactError, FailedPrecondition, InvalidArgument, NotFound
 from artifactd.paths import ArtifactPath
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.store.schema import DELETED
 from artifactd.server.store.tracking import (
+    Experiment,
+    Run,
     TrackingStore,
     check_experiment_id,
     check_run_id,
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _RUN = rpb.GARBAGE_KIND_RUN
 _EXPERIMENT = rpb.GARBAGE_KIND_EXPERIMENT
+_KIND_NAMES = {_RUN: "run", _EXPERIMENT: "experiment"}
+_Claimed = TypeVar("_Claimed", Run, Experiment)
 
 
 @dataclass
@@ -146,49 +152,57 @@ class GarbageCollector:
     # -- collecting --------------------------------------------------------------------------
 
     def _collect_run(self, run_id: str, dry_run: bool) -> rpb.GarbageEvent:
-        if dry_run:
-            try:
-                uri = self._store.get_run(run_id).artifact_uri
-            except NotFound:
-                return _gone(_RUN, run_id)
-            return _event(_RUN, run_id, uri, rpb.GARBAGE_OUTCOME_WOULD_COLLECT)
-        uri = ""
-        try:
-            with self._store.claim_run(run_id) as claimed:
-                if claimed is None:
-                    return _taken(_RUN, run_id)
-                uri = claimed.artifact_uri
-                self._delete(uri, run_folder_of=run_id)
-        except (ArtifactError, OSError) as exc:
-            return _failure(_RUN, run_id, uri, exc)
-        except Exception as exc:
-            log.exception("collecting run %s failed", run_id)
-            return _failure(_RUN, run_id, uri, exc)
-        log.info("collected run %s (%s)", run_id, uri)
-        return _event(_RUN, run_id, uri, rpb.GARBAGE_OUTCOME_COLLECTED)
+        return self._collect(
+            _RUN,
+            run_id,
+            dry_run,
+            peek=lambda: self._store.get_run(run_id).artifact_uri,
+            claim=lambda: self._store.claim_run(run_id),
+            location_of=lambda run: run.artifact_uri,
+        )
 
     def _collect_experiment(self, experiment_id: int, dry_run: bool) -> rpb.GarbageEvent:
-        shown = str(experiment_id)
+        return self._collect(
+            _EXPERIMENT,
+            str(experiment_id),
+            dry_run,
+            peek=lambda: self._store.get_experiment(str(experiment_id)).artifact_location,
+            claim=lambda: self._store.claim_experiment(experiment_id),
+            location_of=lambda experiment: experiment.artifact_location,
+            busy="or it still has runs",
+        )
+
+    def _collect(
+        self,
+        kind: rpb.GarbageKind.ValueType,
+        ident: str,
+        dry_run: bool,
+        *,
+        peek: Callable[[], str],
+        claim: Callable[[], AbstractContextManager[_Claimed | None]],
+        location_of: Callable[[_Claimed], str],
+        busy: str = "",
+    ) -> rpb.GarbageEvent:
+        """Deletes one claimed record's location, then (on leaving the claim) the record."""
         if dry_run:
             try:
-                uri = self._store.get_experiment(shown).artifact_location
+                return _event(kind, ident, peek(), rpb.GARBAGE_OUTCOME_WOULD_COLLECT)
             except NotFound:
-                return _gone(_EXPERIMENT, shown)
-            return _event(_EXPERIMENT, shown, uri, rpb.GARBAGE_OUTCOME_WOULD_COLLECT)
+                return _gone(kind, ident)
         uri = ""
         try:
-            with self._store.claim_experiment(experiment_id) as claimed:
+            with claim() as claimed:
                 if claimed is None:
-                    return _taken(_EXPERIMENT, shown, "or it still has runs")
-                uri = claimed.artifact_location
-                self._delete(uri)
+                    return _taken(kind, ident, busy)
+                uri = location_of(claimed)
+                self._delete(uri, run_folder_of=ident if kind == _RUN else "")
         except (ArtifactError, OSError) as exc:
-            return _failure(_EXPERIMENT, shown, uri, exc)
+            return _failure(kind, ident, uri, exc)
         except Exception as exc:
-            log.exception("collecting experiment %s failed", shown)
-            return _failure(_EXPERIMENT, shown, uri, exc)
-        log.info("collected experiment %s (%s)", shown, uri)
-        return _event(_EXPERIMENT, shown, uri, rpb.GARBAGE_OUTCOME_COLLECTED)
+            log.exception("collecting %s %s failed", _KIND_NAMES[kind], ident)
+            return _failure(kind, ident, uri, exc)
+        log.info("collected %s %s (%s)", _KIND_NAMES[kind], ident, uri)
+        return _event(kind, ident, uri, rpb.GARBAGE_OUTCOME_COLLECTED)
 
     def _delete(self, uri: str, run_folder_of: str = "") -> None:
         """Deletes a location inside the roots: a run's `<run_id>/artifacts` takes its folder."""

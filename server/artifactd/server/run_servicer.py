@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
@@ -74,6 +75,19 @@ def _page_size(value: int) -> int:
     return min(value or limits.DEFAULT_PAGE_SIZE, limits.MAX_PAGE_SIZE)
 
 
+_Item = TypeVar("_Item")
+
+
+def _page(
+    found: list[_Item], size: int, listing: list[Any], position: Callable[[_Item], list[Any]]
+) -> tuple[list[_Item], str]:
+    """The page (`found` holds one row more than fits when there is a next page) and its token."""
+    if len(found) <= size:
+        return found, ""
+    page = found[:size]
+    return page, paging.encode_cursor(listing, position(page[-1]))
+
+
 class RunServicer(rpb_grpc.RunServiceServicer):
     def __init__(self, store: TrackingStore, roots: ArtifactRoots, in_flight: InFlight) -> None:
         self.in_flight = in_flight  # shared with ArtifactService: a drain waits for a running GC
@@ -120,10 +134,7 @@ class RunServicer(rpb_grpc.RunServiceServicer):
                 raise InvalidArgument("page_token is not one this server issued")
             after = position[0]
         found = self._store.list_experiments(view_type, size + 1, after)
-        token = ""
-        if len(found) > size:
-            found = found[:size]
-            token = paging.encode_cursor(listing, [int(found[-1].experiment_id)])
+        found, token = _page(found, size, listing, lambda e: [int(e.experiment_id)])
         return rpb.ListExperimentsResponse(
             experiments=[experiment_message(e) for e in found], next_page_token=token
         )
@@ -175,10 +186,7 @@ class RunServicer(rpb_grpc.RunServiceServicer):
                 raise InvalidArgument("page_token is not one this server issued")
             after = (position[0], position[1])
         found = self._store.list_runs(experiment_ids, view_type, size + 1, after)
-        token = ""
-        if len(found) > size:
-            found = found[:size]
-            token = paging.encode_cursor(listing, [found[-1].start_time, found[-1].run_id])
+        found, token = _page(found, size, listing, lambda r: [r.start_time, r.run_id])
         return rpb.ListRunsResponse(runs=[run_message(r) for r in found], next_page_token=token)
 
     @translate_errors
