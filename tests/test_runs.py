@@ -182,6 +182,12 @@ def test_caller_chosen_locations_stay_inside_the_roots(
         f"file://{root}": grpc.StatusCode.PERMISSION_DENIED,  # a root itself
         str(extra): grpc.StatusCode.PERMISSION_DENIED,
         "../up": grpc.StatusCode.INVALID_ARGUMENT,
+        "file:/etc/passwd": grpc.StatusCode.INVALID_ARGUMENT,
+        "runs:/0123456789abcdef0123456789abcdef/x": grpc.StatusCode.INVALID_ARGUMENT,
+        "C:/Windows": grpc.StatusCode.INVALID_ARGUMENT,
+        "%2e%2e/up": grpc.StatusCode.INVALID_ARGUMENT,
+        f"file://{root}/%2e%2e/escape": grpc.StatusCode.PERMISSION_DENIED,
+        f"file://{root}//double": grpc.StatusCode.PERMISSION_DENIED,
         "12/mine": grpc.StatusCode.PERMISSION_DENIED,  # where default locations live
         f"teams/{name}": grpc.StatusCode.FAILED_PRECONDITION,  # taken
         f"teams/{name}/inner": grpc.StatusCode.FAILED_PRECONDITION,  # inside another

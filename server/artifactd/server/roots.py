@@ -9,12 +9,15 @@ before any storage is touched. MLflow's LFI and SSRF CVEs came from acting on su
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from artifactd.errors import InvalidArgument, PermissionDenied
 from artifactd.paths import ArtifactPath, InvalidPath, parse
 from artifactd.server.storage.base import Storage
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class ArtifactRoots:
         """
         if "://" in text:
             uri = text
+        elif _SCHEME.match(text):
+            raise InvalidArgument(
+                f"artifact_location {text!r} looks like a URI without '//' (file:/x, runs:/...); "
+                "give scheme:///absolute/path, an absolute path, or a path relative to the root"
+            )
         elif text.startswith("/"):
             uri = "file://" + text  # not normalised: `..` and `//` make `locate` refuse it
         else:
