@@ -158,7 +158,6 @@ def test_invalid_port_is_refused(location: str) -> None:
         ("ftp://host/key", "ftp"),
         ("sftp://host/key", "sftp"),
         ("dbfs:/key", "dbfs"),
-        ("runs:/0123/model", "runs"),
         ("models:/name/1", "models"),
     ],
 )

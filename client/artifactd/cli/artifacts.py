@@ -1,12 +1,13 @@
 """`artifactd artifacts ...`: log, download, list and remove artifacts.
 
-User mistakes (a missing file, a bad path, an unreachable server) end with a one-line message
-and exit code 1, never a traceback; usage errors exit 2 (click's convention).
+Every command takes `--run-id` (the path is then relative to the run's artifact root) and
+`runs:/<run_id>/<path>` URIs, and MLflow's option spellings (`--local-file`, `--artifact-path`,
+`--artifact-uri`, `--dst-path`) besides its positional arguments. User mistakes end with a
+one-line message and exit code 1, never a traceback; usage errors exit 2 (click's convention).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -15,129 +16,189 @@ from typing import Any, TypeVar
 
 import click
 
+from artifactd.cli.common import friendly_errors, server_option, size
 from artifactd.client import ArtifactClient, ArtifactInfo
-from artifactd.client.settings import SERVER_VARIABLE
-from artifactd.client.target import DEFAULT_TARGET, resolve
-from artifactd.errors import ArtifactError
+from artifactd.client.target import Location, in_run, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _server_option(command: F) -> F:
+def _run_id_option(command: F) -> F:
     return click.option(
-        "--server",
-        envvar=SERVER_VARIABLE,
-        default=DEFAULT_TARGET,
-        show_default=True,
-        help=f"artifactd server HOST:PORT (env {SERVER_VARIABLE}).",
+        "--run-id",
+        default=None,
+        metavar="RUN_ID",
+        help="Address this run's artifacts: paths are relative to its artifact root.",
     )(command)
 
 
-def _friendly_errors(command: F) -> F:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ArtifactError as exc:
-            click.echo(f"artifactd: error: {exc.message}", err=True)
-            sys.exit(1)
-        except OSError as exc:
-            click.echo(
-                f"artifactd: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-                err=True,
-            )
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("artifactd: interrupted; nothing partial was kept", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
+def _client(
+    server: str, location: str | None, run_id: str | None = None
+) -> tuple[ArtifactClient, Location]:
+    """A client for the server named in `location` (if it is a URI) or by --server, and the
+    location it names, inside run `run_id` when given."""
+    resolved = in_run(resolve(location), run_id)
+    return ArtifactClient(resolved.target or server, progress=sys.stderr.isatty()), resolved
 
 
-def _client(server: str, location: str | None) -> tuple[ArtifactClient, str | None]:
-    """A client for the server named in `location` (if it is a URI) or by --server."""
-    resolved = resolve(location)
-    target = resolved.target or server
-    return ArtifactClient(target, progress=sys.stderr.isatty()), str(
-        resolved.path
-    ) if location else None
+def _one_of(*spellings: tuple[str, str | None]) -> str | None:
+    """The one value given among (label, value) spellings of one argument; several: usage error."""
+    present = [(label, value) for label, value in spellings if value is not None]
+    if len(present) > 1:
+        labels = " and ".join(label for label, _ in present)
+        raise click.UsageError(f"{labels} name the same thing; give one of them")
+    return present[0][1] if present else None
 
 
 @click.group()
 def artifacts() -> None:
-    """Upload, download, list and delete artifacts."""
+    """Upload, download, list and delete artifacts (of the server, or of a run)."""
 
 
 @artifacts.command("log")
-@click.argument("local_path", type=click.Path(exists=True, dir_okay=True, readable=True))
-@click.option(
-    "--artifact-path", default=None, help="Directory under the artifact root to log into."
+@click.argument(
+    "local_path", required=False, type=click.Path(exists=True, dir_okay=True, readable=True)
 )
+@click.option(
+    "--local-file",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    default=None,
+    help="File to log (instead of LOCAL_PATH).",
+)
+@click.option(
+    "--local-dir",
+    type=click.Path(exists=True, file_okay=False, readable=True),
+    default=None,
+    help="Directory tree to log (instead of LOCAL_PATH).",
+)
+@click.option(
+    "--artifact-path",
+    default=None,
+    help="Directory to log into: a path, artifactd:// or runs:/<run_id>/<path> URI.",
+)
+@_run_id_option
 @click.option("--no-overwrite", is_flag=True, help="Fail instead of replacing existing files.")
-@_server_option
-@_friendly_errors
+@server_option
+@friendly_errors
 def log_command(
-    local_path: str, artifact_path: str | None, no_overwrite: bool, server: str
+    local_path: str | None,
+    local_file: str | None,
+    local_dir: str | None,
+    artifact_path: str | None,
+    run_id: str | None,
+    no_overwrite: bool,
+    server: str,
 ) -> None:
     """Upload a file or a directory tree."""
-    client, path = _client(server, artifact_path)
+    source = _one_of(
+        ("LOCAL_PATH", local_path), ("--local-file", local_file), ("--local-dir", local_dir)
+    )
+    if source is None:
+        raise click.UsageError("give the file or directory to log: LOCAL_PATH or --local-file")
+    client, location = _client(server, artifact_path, run_id)
     client.overwrite = not no_overwrite
     with client:
-        if os.path.isdir(local_path):
-            stored = client.log_artifacts(local_path, path)
-            click.echo(f"logged {len(stored)} files ({_size(sum(i.file_size for i in stored))})")
+        path, run = str(location.path), location.run_id
+        if os.path.isdir(source):
+            stored = client.log_artifacts(source, path, run_id=run)
+            where = f" to {location}" if run else ""
+            click.echo(
+                f"logged {len(stored)} files{where} ({size(sum(i.file_size for i in stored))})"
+            )
         else:
-            info = client.log_artifact(local_path, path)
-            click.echo(f"logged {info.path} ({_size(info.file_size)}, sha256 {info.sha256})")
+            info = client.log_artifact(source, path, run_id=run)
+            shown = f"runs:/{run}/{info.path}" if run else info.path
+            click.echo(f"logged {shown} ({size(info.file_size)}, sha256 {info.sha256})")
 
 
 @artifacts.command("download")
-@click.argument("artifact_path", default="")
+@click.argument("artifact_path_argument", metavar="[ARTIFACT_PATH]", required=False)
+@click.option("--artifact-path", default=None, help="What to download (instead of ARTIFACT_PATH).")
+@click.option(
+    "--artifact-uri", default=None, help="artifactd:// or runs:/ URI of what to download."
+)
+@_run_id_option
 @click.option(
     "--dst",
+    "--dst-path",
     "dst",
     default=None,
     help="Local directory to download into (default: a new temporary directory).",
 )
-@_server_option
-@_friendly_errors
-def download_command(artifact_path: str, dst: str | None, server: str) -> None:
+@server_option
+@friendly_errors
+def download_command(
+    artifact_path_argument: str | None,
+    artifact_path: str | None,
+    artifact_uri: str | None,
+    run_id: str | None,
+    dst: str | None,
+    server: str,
+) -> None:
     """Download a file or directory (the whole root when ARTIFACT_PATH is omitted)."""
-    client, path = _client(server, artifact_path)
+    given = _one_of(
+        ("ARTIFACT_PATH", artifact_path_argument),
+        ("--artifact-path", artifact_path),
+        ("--artifact-uri", artifact_uri),
+    )
+    client, location = _client(server, given or "", run_id)
     with client:
-        click.echo(client.download_artifacts(path, dst))
+        click.echo(client.download_artifacts(str(location.path), dst, run_id=location.run_id))
 
 
 @artifacts.command("list")
-@click.argument("path", default="")
+@click.argument("path", required=False)
+@click.option("--artifact-path", default=None, help="Directory to list (instead of PATH).")
+@_run_id_option
 @click.option("--recursive", "-r", is_flag=True, help="List the whole subtree.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per entry.")
-@_server_option
-@_friendly_errors
-def list_command(path: str, recursive: bool, as_json: bool, server: str) -> None:
-    """List a directory's entries."""
-    client, resolved = _client(server, path)
+@server_option
+@friendly_errors
+def list_command(
+    path: str | None,
+    artifact_path: str | None,
+    run_id: str | None,
+    recursive: bool,
+    as_json: bool,
+    server: str,
+) -> None:
+    """List a directory's entries (paths relative to the run's root with --run-id)."""
+    given = _one_of(("PATH", path), ("--artifact-path", artifact_path))
+    client, location = _client(server, given or "", run_id)
     with client:
-        for info in client.iter_artifacts(resolved, recursive=recursive):
+        entries = client.iter_artifacts(
+            str(location.path), recursive=recursive, run_id=location.run_id
+        )
+        for info in entries:
             click.echo(_json(info) if as_json else _line(info))
 
 
 @artifacts.command("rm")
-@click.argument("path")
-@_server_option
-@_friendly_errors
-def rm_command(path: str, server: str) -> None:
-    """Delete a file or directory tree (succeeds if it is already gone)."""
-    client, resolved = _client(server, path)
+@click.argument("path", required=False)
+@click.option("--artifact-path", default=None, help="What to delete (instead of PATH).")
+@_run_id_option
+@server_option
+@friendly_errors
+def rm_command(
+    path: str | None, artifact_path: str | None, run_id: str | None, server: str
+) -> None:
+    """Delete a file or directory tree (succeeds if it is already gone).
+
+    `runs:/<run_id>` (or an empty PATH with --run-id) deletes all of a run's artifacts.
+    """
+    given = _one_of(("PATH", path), ("--artifact-path", artifact_path))
+    if given is None:
+        raise click.UsageError("give the artifact path to delete: PATH or --artifact-path")
+    client, location = _client(server, given, run_id)
     with client:
-        existed = client.delete_artifacts(resolved or "")
-        click.echo(f"deleted {resolved}" if existed else f"{resolved} did not exist")
+        existed = client.delete_artifacts(str(location.path), run_id=location.run_id)
+        click.echo(f"deleted {location}" if existed else f"{location} did not exist")
 
 
 def _line(info: ArtifactInfo) -> str:
     if info.is_dir:
         return f"{'-':>10}  {info.path}/"
-    return f"{_size(info.file_size):>10}  {info.path}"
+    return f"{size(info.file_size):>10}  {info.path}"
 
 
 def _json(info: ArtifactInfo) -> str:
@@ -152,19 +213,10 @@ def _json(info: ArtifactInfo) -> str:
     )
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
 @click.command("health")
 @click.option("--service", default="", help="Service to check (default: the whole server).")
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait.")
-@_server_option
+@server_option
 def health_command(service: str, timeout: float, server: str) -> None:
     """Exit 0 if the server reports SERVING (grpc.health.v1), 1 otherwise (for HEALTHCHECK)."""
     import grpc

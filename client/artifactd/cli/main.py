@@ -1,7 +1,9 @@
-"""`artifactd`: the root command. `serve` is imported lazily so client commands start fast."""
+"""`artifactd`: the root command. Commands other than `artifacts` and `health` are imported when
+they are run (`serve` pulls in the server), so client commands start fast."""
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from typing import Any
 
@@ -9,17 +11,25 @@ import click
 
 from artifactd.cli.artifacts import artifacts, health_command
 
+_LAZY_COMMANDS = {
+    "serve": ("artifactd.server.cli", "serve_command"),
+    "experiments": ("artifactd.cli.tracking", "experiments"),
+    "runs": ("artifactd.cli.tracking", "runs"),
+    "gc": ("artifactd.cli.gc", "gc_command"),
+    "db": ("artifactd.cli.db", "db"),
+}
+
 
 class _Root(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name == "serve":
-            from artifactd.server.cli import serve_command
-
-            return serve_command
+        if cmd_name in _LAZY_COMMANDS:
+            module, name = _LAZY_COMMANDS[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "serve"])
+        return sorted([*super().list_commands(ctx), *_LAZY_COMMANDS])
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})

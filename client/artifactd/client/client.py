@@ -5,19 +5,19 @@ The method names and semantics follow MLflow's `ArtifactRepository` where they m
 `dst_path/<artifact_path>`. Unlike MLflow, a missing path raises `NotFound`, every transfer is
 verified against the server's sha256, and calls that are safe to repeat are retried with backoff
 when the server is UNAVAILABLE (downloads resume from the last byte received).
+
+Every artifact method takes `run_id=`: the path is then relative to that run's artifact root (see
+`TrackingClient`), and so are the paths returned. A `runs:/<run_id>/<path>` URI says the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import random
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
 import grpc
@@ -25,37 +25,17 @@ from tqdm import tqdm
 
 from artifactd import malloc
 from artifactd.client.localfiles import Destination, VerifiedFile
-from artifactd.client.settings import SERVER_VARIABLE, ClientSettings
-from artifactd.client.target import (
-    DEFAULT_TARGET,
-    Location,
-    guard_environment,
-    resolve,
-    strict_from_env,
-)
-from artifactd.errors import (
-    ArtifactError,
-    DataLoss,
-    FailedPrecondition,
-    InvalidArgument,
-    from_status,
-)
+from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, error
+from artifactd.client.settings import ClientSettings
+from artifactd.client.target import Location, in_run, resolve
+from artifactd.errors import ArtifactError, DataLoss, FailedPrecondition, InvalidArgument
 from artifactd.paths import ArtifactPath, join, parse
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 BATCH_FILES = 10_000
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-    ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
-    ("grpc.keepalive_time_ms", 60_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-]
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
 
 @dataclass(frozen=True)
@@ -76,7 +56,7 @@ class ArtifactInfo:
         return cls(info.path, info.is_dir, info.file_size, info.sha256 or None, modified)
 
 
-class ArtifactClient:
+class ArtifactClient(Connection):
     """A connection to one artifactd server; use it as a context manager or call `close`."""
 
     def __init__(
@@ -88,75 +68,59 @@ class ArtifactClient:
         progress: bool = False,
         overwrite: bool = True,
     ) -> None:
-        guard_environment(strict_from_env() if strict_env is None else strict_env)
-        self.target = target or os.environ.get(SERVER_VARIABLE) or DEFAULT_TARGET
-        self.settings = settings or ClientSettings.from_env()
+        super().__init__(target, settings=settings, strict_env=strict_env)
         self.progress = progress
         self.overwrite = overwrite
         malloc.keep_transfer_buffers()
-        self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.ArtifactServiceStub(self._channel)
-
-    def __enter__(self) -> ArtifactClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
 
     # -- addressing ------------------------------------------------------------------------
 
-    def _path(self, location: str | None, *, allow_root: bool = True) -> ArtifactPath:
-        """The artifact path of a plain path or URI; a URI must name this client's server."""
-        resolved: Location = resolve(location, allow_root=allow_root)
+    def _locate(self, location: str | None, run_id: str | None) -> tuple[ArtifactPath, str]:
+        """(artifact path, run id or "") of a plain path or URI and an optional `run_id`.
+
+        A URI must name this client's server; a `runs:/` URI and `run_id` must name one run.
+        """
+        resolved: Location = in_run(resolve(location), run_id)
         if resolved.target is not None and resolved.target != self.target:
             raise InvalidArgument(
                 f"{location!r} names server {resolved.target}, but this client is connected "
                 f"to {self.target}"
             )
-        return resolved.path
+        return resolved.path, resolved.run_id or ""
 
     # -- calls -----------------------------------------------------------------------------
-
-    def _unary(self, call: Callable[..., T], request: object) -> T:
-        """A call that is safe to repeat: retried with backoff while the server is UNAVAILABLE."""
-        return self._retrying(lambda: call(request, timeout=self.settings.rpc_timeout))
-
-    def _retrying(self, attempt: Callable[[], T]) -> T:
-        for tries in range(self.settings.max_retries + 1):
-            try:
-                return attempt()
-            except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE or tries == self.settings.max_retries:
-                    raise _error(exc) from None
-                _backoff(tries)
-        raise AssertionError("unreachable")
 
     def get_capabilities(self) -> pb.GetCapabilitiesResponse:
         return self._unary(self._stub.GetCapabilities, pb.GetCapabilitiesRequest())
 
-    def get_artifact_info(self, path: str | None = None) -> ArtifactInfo:
+    def get_artifact_info(
+        self, path: str | None = None, *, run_id: str | None = None
+    ) -> ArtifactInfo:
         """Describes a file or directory; raises `artifactd.errors.NotFound` if it is neither."""
-        request = pb.GetArtifactRequest(path=str(self._path(path)))
-        return ArtifactInfo.from_proto(self._unary(self._stub.GetArtifact, request).file)
+        located, run = self._locate(path, run_id)
+        request = pb.GetArtifactRequest(path=str(located), run_id=run)
+        return _checked_info(self._unary(self._stub.GetArtifact, request).file, located)
 
     def iter_artifacts(
-        self, path: str | None = None, recursive: bool = False, page_size: int = 0
+        self,
+        path: str | None = None,
+        recursive: bool = False,
+        page_size: int = 0,
+        *,
+        run_id: str | None = None,
     ) -> Iterator[ArtifactInfo]:
         """Entries under a directory, fetched page by page as they are consumed."""
-        base = self._path(path)
+        base, run = self._locate(path, run_id)
         directory = str(base)
         token = ""
         while True:
             request = pb.ListArtifactsRequest(
-                path=directory, recursive=recursive, page_size=page_size, page_token=token
+                path=directory,
+                recursive=recursive,
+                page_size=page_size,
+                page_token=token,
+                run_id=run,
             )
             page = self._unary(self._stub.ListArtifacts, request)
             for info in page.files:
@@ -166,37 +130,57 @@ class ArtifactClient:
                 return
 
     def list_artifacts(
-        self, path: str | None = None, recursive: bool = False
+        self, path: str | None = None, recursive: bool = False, *, run_id: str | None = None
     ) -> list[ArtifactInfo]:
         """The direct children of a directory (every descendant with `recursive`)."""
-        return list(self.iter_artifacts(path, recursive))
+        return list(self.iter_artifacts(path, recursive, run_id=run_id))
 
-    def delete_artifacts(self, artifact_path: str) -> bool:
-        """Deletes a file or directory tree; returns whether anything was there."""
-        request = pb.DeleteArtifactsRequest(path=str(self._path(artifact_path, allow_root=False)))
+    def delete_artifacts(
+        self, artifact_path: str | None = None, *, run_id: str | None = None
+    ) -> bool:
+        """Deletes a file or directory tree; returns whether anything was there.
+
+        Within a run, an empty `artifact_path` (or `runs:/<run_id>`) deletes all of the run's
+        artifacts, as in MLflow; the server's artifact root itself cannot be deleted.
+        """
+        located, run = self._locate(artifact_path, run_id)
+        if located.is_root and not run:
+            raise InvalidArgument(
+                "an artifact path is required: the artifact root itself cannot be deleted"
+            )
+        request = pb.DeleteArtifactsRequest(path=str(located), run_id=run)
         return self._unary(self._stub.DeleteArtifacts, request).existed
 
     # -- uploads ---------------------------------------------------------------------------
 
     def log_artifact(
-        self, local_file: str | os.PathLike[str], artifact_path: str | None = None
+        self,
+        local_file: str | os.PathLike[str],
+        artifact_path: str | None = None,
+        *,
+        run_id: str | None = None,
     ) -> ArtifactInfo:
         """Uploads one file to `<artifact_path>/<its base name>`; atomic and verified."""
         local = os.fspath(local_file)
-        destination = join(self._path(artifact_path), os.path.basename(local))
+        base, run = self._locate(artifact_path, run_id)
+        destination = join(base, os.path.basename(local))
         with open(local, "rb") as fh, self._bar(os.fstat(fh.fileno()).st_size, local) as bar:
-            header = self._header(destination, os.fstat(fh.fileno()).st_size)
+            header = self._header(destination, os.fstat(fh.fileno()).st_size, run)
             messages = _file_messages(
                 fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar
             )
             try:
                 response = self._stub.LogArtifact(messages, timeout=self.settings.transfer_timeout)
             except grpc.RpcError as exc:
-                raise _error(exc) from None
-        return ArtifactInfo.from_proto(response.file)
+                raise error(exc) from None
+        return _checked_info(response.file, destination)
 
     def log_artifacts(
-        self, local_dir: str | os.PathLike[str], artifact_path: str | None = None
+        self,
+        local_dir: str | os.PathLike[str],
+        artifact_path: str | None = None,
+        *,
+        run_id: str | None = None,
     ) -> list[ArtifactInfo]:
         """Uploads a directory tree under `artifact_path`, many files per stream.
 
@@ -206,7 +190,7 @@ class ArtifactClient:
         root = os.fspath(local_dir)
         if not os.path.isdir(root):
             raise InvalidArgument(f"{root!r} is not a directory")
-        base = self._path(artifact_path)
+        base, run = self._locate(artifact_path, run_id)
         files = [
             (
                 os.path.join(d, name),
@@ -223,17 +207,16 @@ class ArtifactClient:
                 batch = files[start : start + BATCH_FILES]
                 try:
                     response = self._stub.LogArtifacts(
-                        self._batch_messages(batch, bar), timeout=self.settings.transfer_timeout
+                        self._batch_messages(batch, run, bar),
+                        timeout=self.settings.transfer_timeout,
                     )
                 except grpc.RpcError as exc:
-                    raise _error(exc) from None
+                    raise error(exc) from None
                 for result in response.results:
                     if result.code == 0:
-                        stored.append(ArtifactInfo.from_proto(result.file))
+                        stored.append(_checked_info(result.file, base))
                     else:
-                        failures.append(
-                            f"{result.path}: {_code_name(result.code)} {result.message}"
-                        )
+                        failures.append(f"{result.path}: {code_name(result.code)} {result.message}")
         if failures:
             shown = "\n  ".join(failures[:20])
             more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
@@ -242,18 +225,18 @@ class ArtifactClient:
             )
         return stored
 
-    def _header(self, path: ArtifactPath, size: int) -> pb.UploadHeader:
+    def _header(self, path: ArtifactPath, size: int, run_id: str) -> pb.UploadHeader:
         policy = (
             pb.OVERWRITE_POLICY_OVERWRITE if self.overwrite else pb.OVERWRITE_POLICY_FAIL_IF_EXISTS
         )
-        return pb.UploadHeader(path=str(path), size=size, overwrite=policy)
+        return pb.UploadHeader(path=str(path), size=size, overwrite=policy, run_id=run_id)
 
     def _batch_messages(
-        self, batch: list[tuple[str, ArtifactPath]], bar: tqdm[Any] | None
+        self, batch: list[tuple[str, ArtifactPath]], run_id: str, bar: tqdm[Any] | None
     ) -> Iterator[pb.LogArtifactsRequest]:
         for local, path in batch:
             with open(local, "rb") as fh:
-                header = self._header(path, os.fstat(fh.fileno()).st_size)
+                header = self._header(path, os.fstat(fh.fileno()).st_size, run_id)
                 yield from _file_messages(
                     fh, header, pb.LogArtifactsRequest, self.settings.chunk_size, bar
                 )
@@ -261,28 +244,35 @@ class ArtifactClient:
     # -- downloads -------------------------------------------------------------------------
 
     def download_artifacts(
-        self, artifact_path: str | None = None, dst_path: str | os.PathLike[str] | None = None
+        self,
+        artifact_path: str | None = None,
+        dst_path: str | os.PathLike[str] | None = None,
+        *,
+        run_id: str | None = None,
     ) -> str:
         """Downloads a file or directory to `dst_path/<artifact_path>`; returns that local path.
 
         `dst_path` defaults to a new temporary directory. Each file is checked against the
-        server's size and sha256 before it appears under its name.
+        server's size and sha256 before it appears under its name. With a run, `artifact_path`
+        is relative to the run's artifact root, and so is where it lands under `dst_path`.
         """
-        path = self._path(artifact_path)
+        path, run = self._locate(artifact_path, run_id)
         dst = os.fspath(dst_path) if dst_path is not None else tempfile.mkdtemp(prefix="artifactd-")
         destination = Destination(dst)
-        info = self.get_artifact_info(str(path))
+        info = self.get_artifact_info(str(path), run_id=run or None)
         if info.is_dir:
-            self._retrying(lambda: self._download_tree(path, destination))
+            self._retrying(lambda: self._download_tree(path, run, destination))
         else:
-            self._download_file(path, destination.file(path.parts))
+            self._download_file(path, run, destination.file(path.parts))
         return os.path.join(dst, *path.parts)
 
-    def _download_file(self, path: ArtifactPath, target: str) -> None:
+    def _download_file(self, path: ArtifactPath, run_id: str, target: str) -> None:
         download = _FileDownload(path, target, self._bar)
         try:
             for tries in range(self.settings.max_retries + 1):
-                request = pb.DownloadArtifactRequest(path=str(path), offset=download.offset)
+                request = pb.DownloadArtifactRequest(
+                    path=str(path), offset=download.offset, run_id=run_id
+                )
                 try:
                     stream = self._stub.DownloadArtifact(
                         request, timeout=self.settings.transfer_timeout
@@ -291,19 +281,19 @@ class ArtifactClient:
                         download.receive(message)
                     break
                 except grpc.RpcError as exc:
-                    if exc.code() not in _RETRYABLE or tries == self.settings.max_retries:
-                        raise _error(exc) from None
-                    _backoff(tries)  # then resume from the last byte received
+                    if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
+                        raise error(exc) from None
+                    backoff(tries)  # then resume from the last byte received
             download.commit()
         finally:
             download.close()
 
-    def _download_tree(self, root: ArtifactPath, destination: Destination) -> None:
+    def _download_tree(self, root: ArtifactPath, run_id: str, destination: Destination) -> None:
         with self._bar(None, str(root) or "artifacts", unit="file") as bar:
             tree = _TreeDownload(root, destination, bar)
             try:
                 stream = self._stub.DownloadArtifacts(
-                    pb.DownloadArtifactsRequest(path=str(root)),
+                    pb.DownloadArtifactsRequest(path=str(root), run_id=run_id),
                     timeout=self.settings.transfer_timeout,
                 )
                 for message in stream:
@@ -468,23 +458,3 @@ def _checked_info(info: pb.FileInfo, requested: ArtifactPath) -> ArtifactInfo:
 
 def _identity(info: pb.FileInfo) -> tuple[int, str, int]:
     return info.file_size, info.sha256, info.modified_time.ToNanoseconds()
-
-
-def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return f"code {code}"
-
-
-def _error(exc: grpc.RpcError) -> ArtifactError:
-    call = exc if isinstance(exc, grpc.Call) else None
-    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
-    details = (call.details() if call is not None else None) or str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        details = f"artifactd server unavailable: {details}"
-    return from_status(code, details)
-
-
-def _backoff(tries: int) -> None:
-    time.sleep(min(8.0, 0.25 * 2**tries) * random.uniform(0.8, 1.2))  # noqa: S311 - jitter

@@ -12,7 +12,7 @@ import os
 import re
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from artifactd.errors import InvalidArgument
@@ -21,6 +21,7 @@ from artifactd.paths import ROOT, ArtifactPath, parse
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_PORT = 50051
 URI_SCHEMES = ("artifactd", "mlflow-artifacts")
+RUNS_SCHEME = "runs"
 
 RESERVED_STORAGE_VARIABLES = (
     "MLFLOW_S3_ENDPOINT_URL",
@@ -38,6 +39,7 @@ redirect an artifact."""
 STRICT_ENV_VARIABLE = "ARTIFACTD_STRICT_ENV"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -52,18 +54,54 @@ class ReservedStorageVariableError(InvalidArgument):
 
 @dataclass(frozen=True)
 class Location:
-    """An artifact path, and the server named with it when it came as a URI."""
+    """An artifact path, the server named with it when it came as a URI, and the run it is in.
+
+    With a `run_id`, `path` is relative to that run's artifact root.
+    """
 
     target: str | None
     path: ArtifactPath
+    run_id: str | None = None
+
+    def __str__(self) -> str:
+        if self.run_id is None:
+            return str(self.path)
+        return f"runs:/{self.run_id}/{self.path}" if self.path.parts else f"runs:/{self.run_id}"
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it is a run id (32 lower-case hex characters), else `InvalidArgument`."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise InvalidArgument(
+            f"run id {run_id!r} is not a run id: run ids are 32 lower-case hex characters "
+            "(as `artifactd runs create` prints them)"
+        )
+    return run_id
+
+
+def in_run(location: Location, run_id: str | None) -> Location:
+    """`location` inside run `run_id` (when given); a `runs:/` URI naming another run is refused."""
+    if run_id is None:
+        return location
+    check_run_id(run_id)
+    if location.run_id is not None and location.run_id != run_id:
+        raise InvalidArgument(
+            f"{location} names run {location.run_id}, but run id {run_id} was also given; "
+            "pass one of them"
+        )
+    return replace(location, run_id=run_id)
 
 
 def strict_from_env() -> bool:
     return os.environ.get(STRICT_ENV_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def guard_environment(strict: bool) -> None:
-    """Warns once per variable (or raises, when strict) about storage variables on the client."""
+def guard_environment(strict: bool, stacklevel: int = 3) -> None:
+    """Warns once per variable (or raises, when strict) about storage variables on the client.
+
+    `stacklevel` is that of the warning: the default points at the caller's caller (the line
+    that made the client, when a client's `__init__` calls this).
+    """
     present = [name for name in RESERVED_STORAGE_VARIABLES if os.environ.get(name)]
     if not present:
         return
@@ -80,15 +118,16 @@ def guard_environment(strict: bool) -> None:
         fresh = [name for name in present if name not in _warned]
         _warned.update(fresh)
     if fresh:
-        warnings.warn(message, ReservedStorageVariableWarning, stacklevel=3)
+        warnings.warn(message, ReservedStorageVariableWarning, stacklevel=stacklevel)
 
 
 def resolve(location: str | None, *, allow_root: bool = True) -> Location:
     """Parses a plain artifact path or an `artifactd://host:port/path` URI.
 
     `mlflow-artifacts://host:port/path` is accepted with the same meaning (and
-    `mlflow-artifacts:/path` without a server). Storage URIs (`s3://`, `file://`, ...) are refused:
-    a client never chooses a storage location.
+    `mlflow-artifacts:/path` without a server). `runs:/<run_id>/<path>` names a path relative to a
+    run's artifact root, on the configured server (it names none). Storage URIs (`s3://`,
+    `file://`, ...) are refused: a client never chooses a storage location.
     """
     if location is None or location == "":
         if not allow_root:
@@ -98,11 +137,13 @@ def resolve(location: str | None, *, allow_root: bool = True) -> Location:
     if match is None or (len(match.group(1)) == 1 and location[2:3] in ("\\", "/")):
         return Location(None, parse(location, allow_root=allow_root))
     scheme = match.group(1).lower()
+    if scheme == RUNS_SCHEME:
+        return _resolve_run_uri(location, allow_root=allow_root)
     if scheme not in URI_SCHEMES:
         raise InvalidArgument(
             f"{location!r} is a {scheme}:// storage URI; storage locations are configured on "
             "the artifactd server only. Pass an artifact path relative to the server's artifact "
-            "root, or an artifactd://host:port/path URI"
+            "root, an artifactd://host:port/path URI or a runs:/<run_id>/<path> URI"
         )
     parts = urlsplit(location)
     if parts.query or parts.fragment or location.endswith(("?", "#")):
@@ -122,3 +163,23 @@ def resolve(location: str | None, *, allow_root: bool = True) -> Location:
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     raw = parts.path[1:] if parts.path.startswith("/") else parts.path
     return Location(target, parse(raw, allow_root=allow_root))
+
+
+def _resolve_run_uri(location: str, *, allow_root: bool) -> Location:
+    """`runs:/<run_id>/<path>`: MLflow's run-relative URI; the server is the configured one."""
+    rest = location[len(RUNS_SCHEME) + 1 :]
+    usage = "expected runs:/<run_id>/<path>, with the path relative to the run's artifact root"
+    if rest.startswith("//"):
+        raise InvalidArgument(
+            f"{location!r} names a host, but runs:/ URIs name none (the configured server is "
+            f"used); {usage}"
+        )
+    if not rest.startswith("/"):
+        raise InvalidArgument(f"{location!r} is not a runs:/ URI; {usage}")
+    if "?" in rest or "#" in rest:
+        raise InvalidArgument(f"{location!r}: artifact URIs take no query or fragment")
+    run_id, _, raw = rest[1:].partition("/")
+    if not run_id:
+        raise InvalidArgument(f"{location!r} names no run; {usage}")
+    check_run_id(run_id)
+    return Location(None, parse(raw, allow_root=allow_root), run_id)

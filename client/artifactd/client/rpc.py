@@ -1,0 +1,116 @@
+"""What every artifactd client shares: the channel, its options, deadlines, retries, errors.
+
+`ArtifactClient` and `TrackingClient` are both a `Connection`: one insecure channel to one
+server (`ARTIFACTD_SERVER` when no target is given), the environment's settings, calls that are
+safe to repeat retried with backoff while the server is UNAVAILABLE, and every gRPC failure
+turned into the `artifactd.errors` exception named after its status code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+
+from artifactd.client.settings import SERVER_VARIABLE, ClientSettings
+from artifactd.client.target import DEFAULT_TARGET, guard_environment, strict_from_env
+from artifactd.errors import ArtifactError, from_status
+
+T = TypeVar("T")
+
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+    ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+]
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+class Connection:
+    """A channel to one artifactd server; use it as a context manager or call `close`."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        settings: ClientSettings | None = None,
+        strict_env: bool | None = None,
+    ) -> None:
+        # the warning points at the user's line: this frame, the subclass's __init__, the caller
+        guard_environment(strict_from_env() if strict_env is None else strict_env, stacklevel=4)
+        self.target = target or os.environ.get(SERVER_VARIABLE) or DEFAULT_TARGET
+        self.settings = settings or ClientSettings.from_env()
+        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _unary(self, call: Callable[..., T], request: object) -> T:
+        """A call that is safe to repeat: retried with backoff while the server is UNAVAILABLE."""
+        return self._retrying(lambda: call(request, timeout=self.settings.rpc_timeout))
+
+    def _unary_once(self, call: Callable[..., T], request: object) -> T:
+        """A call that changes state: sent once, never repeated."""
+        try:
+            return call(request, timeout=self.settings.rpc_timeout)
+        except grpc.RpcError as exc:
+            raise error(exc) from None
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        for tries in range(self.settings.max_retries + 1):
+            try:
+                return attempt()
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
+                    raise error(exc) from None
+                backoff(tries)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _stream_once(responses: Iterator[T]) -> Iterator[T]:
+        """The messages of a server stream, its failure mapped like any other (not repeated)."""
+        try:
+            yield from responses
+        except grpc.RpcError as exc:
+            raise error(exc) from None
+
+
+def error(exc: grpc.RpcError) -> ArtifactError:
+    """The `artifactd.errors` exception for a failed call."""
+    call = exc if isinstance(exc, grpc.Call) else None
+    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
+    details = (call.details() if call is not None else None) or str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details = f"artifactd server unavailable: {details}"
+    return from_status(code, details)
+
+
+def backoff(tries: int) -> None:
+    time.sleep(min(8.0, 0.25 * 2**tries) * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+
+
+def code_name(code: int) -> str:
+    """The name of a numeric status code, as carried in per-item results."""
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status.name
+    return f"code {code}"
