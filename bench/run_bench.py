@@ -244,6 +244,8 @@ class Servers:
                 str(port_file),
                 "--artifacts-destination",
                 str(self.artifactd_store),
+                "--backend-store-uri",
+                f"sqlite:///{self.artifactd_store}.db",
             ],
             dict(os.environ),
         )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs and runs all of it: generated-code check, buf lint,
-# ruff, mypy and pytest (real server processes on 127.0.0.1). Works on a fresh machine with
+# ruff, mypy and pytest (real server processes on 127.0.0.1; the machine's PostgreSQL and MariaDB,
+# started by scripts/ensure_databases.sh if stopped). Works on a fresh machine with
 # Python >= 3.11; installs Node.js/npm from Debian when missing (for buf), as root.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k listing
 set -euo pipefail
@@ -45,6 +46,9 @@ step "mypy"
 # one -p per package: mypy does not merge a namespace package spread over two source trees
 "$VENV/bin/mypy" -p artifactd.server -p artifactd.client -p artifactd.cli \
   -p artifactd.paths -p artifactd.errors -p artifactd.localfs -p artifactd.malloc -p artifactd.durations
+
+step "database servers for the backend-store tests"
+scripts/ensure_databases.sh
 
 step "pytest"
 "$VENV/bin/python" -m pytest "$@"

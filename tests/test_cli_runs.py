@@ -451,3 +451,43 @@ def test_commands_are_listed_and_loaded_lazily() -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TOP / "server"), str(TOP / "client")])},
     )  # fmt: skip
     assert "loaded: []" in done.stdout, (done.stdout, done.stderr)
+
+
+def test_cli_lifecycle_and_gc_on_every_backend_store(
+    store_server: ServerProcess, database_uri: str, tmp_path: Path
+) -> None:
+    """The CLI's whole lifecycle against a server on SQLite, PostgreSQL and MariaDB, and `gc`
+    both through that server and directly on the same database."""
+    server = store_server
+    experiment = new_experiment(server)
+    runs = [new_run(server, experiment["experiment_id"]) for _ in range(2)]
+    write_random(tmp_path / "model.bin", 100_000)
+    for run in runs:
+        ok("artifacts", "log", "--run-id", run["run_id"], str(tmp_path / "model.bin"),
+           "--artifact-path", "model", server=server)  # fmt: skip
+    listed = json_lines(ok("artifacts", "list", f"runs:/{runs[0]['run_id']}/model", "--json",
+                           server=server))  # fmt: skip
+    assert [(f["path"], f["file_size"]) for f in listed] == [("model/model.bin", 100_000)]
+    ok("artifacts", "download", f"runs:/{runs[0]['run_id']}/model", "--dst", str(tmp_path / "out"),
+       server=server)  # fmt: skip
+    assert sha256_of(tmp_path / "out" / "model" / "model.bin") == sha256_of(tmp_path / "model.bin")
+
+    ok("experiments", "delete", "-x", experiment["experiment_id"], server=server)
+    deleted = json_lines(ok("runs", "list", "-x", experiment["experiment_id"], "--view",
+                            "deleted_only", "--json", server=server))  # fmt: skip
+    assert sorted(r["run_id"] for r in deleted) == sorted(r["run_id"] for r in runs)
+    ok("experiments", "restore", "-x", experiment["experiment_id"], server=server)
+    for run in runs:
+        ok("runs", "delete", "--run-id", run["run_id"], server=server)
+
+    first, second = (r["run_id"] for r in runs)
+    through = ok("gc", "--run-ids", first, "--server", server.target)
+    assert through.splitlines()[-1] == "collected 1 run and 0 experiments; 0 skipped, 0 failed"
+    assert not run_root(runs[0]).exists()
+    extra_root = server.root.parent / "extra-root"
+    direct = ok("gc", "--run-ids", second, "--backend-store-uri", database_uri,
+                "--artifacts-destination", str(server.root),
+                "--extra-artifact-root", str(extra_root))  # fmt: skip
+    assert direct.splitlines()[-1] == "collected 1 run and 0 experiments; 0 skipped, 0 failed"
+    assert not run_root(runs[1]).exists()
+    assert run_root(runs[1]).parent.parent.is_dir()  # the active experiment's folder stays
