@@ -157,6 +157,28 @@ def test_digest_mismatch_is_rejected_and_keeps_the_old_version(
     assert visible_files(server.root / prefix) == ["m.bin"], "no temp file may remain"
 
 
+def test_large_uploads_are_checked_the_same(
+    stub: pb_grpc.ArtifactServiceStub, prefix: str, server: ServerProcess
+) -> None:
+    """Files of 8 MiB and more are hashed and written on a second server thread: same checks."""
+    path = f"{prefix}/big.bin"
+    good = [bytes([i]) * MiB for i in range(9)]
+    upload(stub, path, good, size=9 * MiB)
+    expected = hashlib.sha256(b"".join(good)).hexdigest()
+    assert sha256_of(server.root / prefix / "big.bin") == expected
+    attempts: list[dict[str, object]] = [
+        {"finish_sha": "f" * 64, "size": 9 * MiB},  # wrong digest at the end
+        {"size": 10 * MiB},  # fewer bytes than declared
+        {"size": 8 * MiB},  # more bytes than declared
+    ]
+    for kwargs in attempts:
+        with pytest.raises(grpc.RpcError) as err:
+            upload(stub, path, [b"x" * MiB] * 9, **kwargs)  # type: ignore[arg-type]
+        assert err.value.code() == grpc.StatusCode.DATA_LOSS, kwargs
+    assert sha256_of(server.root / prefix / "big.bin") == expected
+    assert visible_files(server.root / prefix) == ["big.bin"], "no temp file may remain"
+
+
 def test_size_mismatch_is_rejected(
     stub: pb_grpc.ArtifactServiceStub, prefix: str, server: ServerProcess
 ) -> None:

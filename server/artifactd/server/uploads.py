@@ -7,18 +7,24 @@ upload; only a file whose size and sha256 match what the client declared is comm
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from artifactd.background import BackgroundConsumer
 from artifactd.errors import Aborted, ArtifactError, DataLoss, InvalidArgument
 from artifactd.paths import ArtifactPath
 from artifactd.server.scopes import Scope
 from artifactd.server.storage.base import Entry, Upload
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+BACKGROUND_WRITE_THRESHOLD = 8 * 1024 * 1024
+"""Files at least this large are hashed and written on a second thread while the next messages
+arrive (as the client does for downloads); small files stay on the receiving thread, where a
+thread per file would cost more than it saves."""
 
 
 def parse_digest(value: str, what: str) -> str | None:
@@ -50,6 +56,9 @@ class IncomingFile:
         self._upload: Upload = spec.scope.storage.start_upload(spec.scope.full(spec.path))
         self._hash = hashlib.sha256()
         self._received = 0
+        self._writer: BackgroundConsumer | None = None
+        if spec.size is not None and spec.size >= BACKGROUND_WRITE_THRESHOLD:
+            self._writer = BackgroundConsumer(self._consume, "upload-writer")
 
     def write(self, data: bytes) -> None:
         self._received += len(data)
@@ -59,12 +68,24 @@ class IncomingFile:
                 f"'{self.spec.path}': received more than the declared {declared} bytes; "
                 "nothing was stored"
             )
+        if self._writer is None:
+            self._consume(data)
+        else:
+            self._writer.put(data)
+
+    def _consume(self, data: bytes) -> None:
         self._hash.update(data)
         self._upload.write(data)
+
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.finish()
 
     def seal(self, final_sha256: str | None) -> Callable[[bool], Entry]:
         """Checks size and digests; returns the commit to run (it may run on another thread)."""
         spec = self.spec
+        self._stop_writer()
         if spec.size is not None and self._received != spec.size:
             raise DataLoss(
                 f"'{spec.path}': received {self._received} bytes but {spec.size} were declared; "
@@ -81,6 +102,8 @@ class IncomingFile:
         return lambda durable: upload.commit(digest, overwrite=overwrite, durable=durable)
 
     def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stop_writer()
         self._upload.abort()
 
 
