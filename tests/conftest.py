@@ -17,7 +17,11 @@ from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 from servers import ServerProcess, start_server
 
-pytest_plugins = ("run_fixtures",)
+pytest_plugins = ("run_fixtures", "backend_servers")
+
+# Tests never contact anything but 127.0.0.1: boto3's credential chain would otherwise ask the
+# cloud instance-metadata address when no keys are configured. Server processes inherit this.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 if TYPE_CHECKING:
     from artifactd.server.store.tracking import TrackingStore

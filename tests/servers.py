@@ -48,17 +48,28 @@ class ServerProcess:
         return self.process.returncode
 
 
-def start_server(root: Path, workdir: Path, *args: str, timeout: float = 30.0) -> ServerProcess:
-    """Starts `artifactd serve` on `root` and waits until its health service says SERVING."""
+def start_server(
+    root: Path,
+    workdir: Path,
+    *args: str,
+    timeout: float = 30.0,
+    destination: str | None = None,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Starts `artifactd serve` on `root` and waits until its health service says SERVING.
+
+    `destination` replaces `root` as `--artifacts-destination` (a URI such as `s3://bucket/p`;
+    `root` is then only recorded), and `env` adds to the server's environment.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / f"port-{time.monotonic_ns()}"
     log = workdir / f"server-{time.monotonic_ns()}.log"
     command = [
         sys.executable, "-m", "artifactd.cli.main", "serve",
         "--host", HOST, "--port", "0", "--port-file", str(port_file),
-        "--artifacts-destination", str(root), *args,
+        "--artifacts-destination", destination or str(root), *args,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(_source_roots())}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(_source_roots())}
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,

@@ -139,9 +139,16 @@ def test_storage_variable_warning_is_one_line(server: ServerProcess, prefix: str
 
 
 def test_serve_rejects_bad_configuration(tmp_path: Path) -> None:
-    done = cli("serve", "--artifacts-destination", "s3://bucket/prefix", "--port", "0")
+    done = cli("serve", "--artifacts-destination", "gs://bucket/prefix", "--port", "0")
     assert done.returncode == 1
     assert "unsupported artifacts destination scheme" in done.stderr
+    # Checked before any connection is made (the endpoint is never contacted).
+    endpoint = {"MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:9/bucket"}
+    done = cli(
+        "serve", "--artifacts-destination", "s3://bucket/prefix", "--port", "0", env=endpoint
+    )
+    assert done.returncode == 1
+    assert "must be only scheme://host[:port]" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_health_command(server: ServerProcess) -> None:

@@ -34,7 +34,7 @@ _DEFAULTS = ServerConfig()
     envvar="ARTIFACTD_ARTIFACTS_DESTINATION",
     default=_DEFAULTS.artifacts_destination,
     show_default=True,
-    help="Where artifacts are stored: a local or NFS directory, or file:///path.",
+    help="Where artifacts are stored: a local or NFS directory, file:///path, or s3://bucket/prefix.",
 )
 @click.option(
     "--extra-artifact-root",

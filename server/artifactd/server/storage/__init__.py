@@ -9,7 +9,7 @@ from artifactd.server.storage.base import Storage
 
 
 def open_storage(destination: str, *, fsync: bool = True) -> Storage:
-    """The adapter for `destination`: a directory path or `file://` URI (more schemes to come)."""
+    """The adapter for `destination`: a directory path a `file://` URI, or `s3://bucket/prefix`."""
     if not destination:
         raise InvalidArgument("the artifacts destination is empty")
     parts = urlsplit(destination)
@@ -25,7 +25,11 @@ def open_storage(destination: str, *, fsync: bool = True) -> Storage:
                 )
             return LocalStorage(unquote(parts.path), fsync=fsync)
         return LocalStorage(destination, fsync=fsync)
+    if scheme == "s3":
+        from artifactd.server.storage.s3 import S3Storage  # boto3 only when S3 is used
+
+        return S3Storage(destination)
     raise InvalidArgument(
         f"unsupported artifacts destination scheme {scheme!r} in {destination!r}; "
-        "supported: a local or NFS directory path, or file:///path"
+        "supported: a local or NFS directory path, file:///path, or s3://bucket/prefix"
     )

@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 from artifactd.errors import (
-    AlreadyExists,
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
@@ -35,7 +34,7 @@ from artifactd.errors import (
     Unavailable,
 )
 from artifactd.localfs import inside, make_dirs_inside, remove_empty_dirs
-from artifactd.paths import RESERVED_PREFIX, ArtifactPath, InvalidPath, parse
+from artifactd.paths import RESERVED_PREFIX, ArtifactPath
 from artifactd.server.storage.base import (
     Entry,
     FileReader,
@@ -43,6 +42,7 @@ from artifactd.server.storage.base import (
     StorageCapabilities,
     Upload,
 )
+from artifactd.server.storage.common import already_exists, child_path, is_reserved
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +192,11 @@ class LocalStorage(Storage):
     ) -> Iterator[Entry]:
         try:
             with os.scandir(directory) as it:
-                names = sorted(e.name for e in it if not e.name.startswith(RESERVED_PREFIX))
+                names = sorted(e.name for e in it if not is_reserved(e.name))
         except FileNotFoundError:
             return  # removed while we walked: it has no entries any more
         for name in names:
-            child = _child_path(path, name)
+            child = child_path(path, name)
             if child is None:
                 continue
             full = os.path.join(directory, name)
@@ -324,7 +324,7 @@ class _LocalUpload(Upload):
                 self._storage._sync_dir(os.path.dirname(self._target))
         except FileExistsError:
             self.abort()
-            raise _already_exists(self._path) from None
+            raise already_exists(self._path) from None
         except OSError as exc:
             self.abort()
             if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
@@ -376,19 +376,6 @@ class _LocalReader(FileReader):
             self._fd = None
 
 
-def _child_path(parent: ArtifactPath, name: str) -> ArtifactPath | None:
-    """The path of a directory entry, or None for names the path grammar refuses.
-
-    Such names can only have been made outside artifactd; listing them would hand clients paths
-    that every other call rejects, so they are left out (and logged).
-    """
-    try:
-        return parse(f"{parent}/{name}" if parent.parts else name)
-    except InvalidPath as exc:
-        log.warning("skipping an entry no client could address: %s", exc.message)
-        return None
-
-
 def _entry(path: ArtifactPath, real: str, st: os.stat_result) -> Entry:
     if stat.S_ISDIR(st.st_mode):
         return Entry(path, True, 0, st.st_mtime_ns)
@@ -436,10 +423,6 @@ def _remove_tree(target: str) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOTEMPTY or attempt == 4:
                 raise
-
-
-def _already_exists(path: ArtifactPath) -> Exception:
-    return AlreadyExists(f"'{path}' already exists and the upload asked not to overwrite it")
 
 
 def _os_error(exc: OSError, path: ArtifactPath) -> Exception:

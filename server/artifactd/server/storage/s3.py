@@ -1,0 +1,725 @@
+"""S3 and S3-compatible object stores: the artifact root is `s3://bucket/prefix`.
+
+Paths map to keys `<prefix>/<path>`; a directory is any key prefix ending at a `/` (S3 has no
+directories: one exists while some key lies below it).
+
+Configuration comes from the server's environment only, as MLflow reads it:
+`MLFLOW_S3_ENDPOINT_URL` (`scheme://host[:port]`, checked at start-up: a path there would be
+prepended to every key), `MLFLOW_S3_IGNORE_TLS`, `AWS_CA_BUNDLE` (botocore reads it itself),
+`MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE`, `MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION`,
+`MLFLOW_S3_UPLOAD_EXTRA_ARGS` (a JSON object of PutObject / CreateMultipartUpload parameters such
+as `ServerSideEncryption`, checked at start-up), `AWS_DEFAULT_REGION` and boto3's credential chain.
+
+Uploads: up to `PART_SIZE` bytes are buffered and stored with one PutObject at commit; a larger
+file becomes a multipart upload whose parts are sent as they fill, so at most one part is held in
+memory. Nothing is visible before the commit: a multipart upload is only an object once completed,
+and `abort` aborts it. Fail-if-exists uses a conditional write (`If-None-Match: *`), so of two
+racing uploads exactly one wins, as with `link` on disk. The sha256 travels as object metadata
+(`x-amz-meta-sha256`); a multipart upload learns it only at the end, so the completed object is
+copied onto itself with the digest (guarded by its ETag); beyond S3's 5 GiB copy limit the digest is
+verified on upload but not remembered.
+
+Downloads read the version they described: the GET carries `If-Match` with the ETag of the HEAD
+that produced the entry, so a concurrent overwrite fails the read instead of mixing versions.
+
+Not atomic here, unlike on disk: the checks that a file does not replace a directory (or live
+below a file) happen when the upload starts, so a racing upload can still create both `a` and
+`a/b`; listings then show the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from artifactd.errors import (
+    Aborted,
+    ArtifactError,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from artifactd.paths import ROOT, ArtifactPath, InvalidPath, parse
+from artifactd.server.storage.base import (
+    Entry,
+    FileReader,
+    Storage,
+    StorageCapabilities,
+    Upload,
+)
+from artifactd.server.storage.common import already_exists, child_path, is_reserved
+
+if TYPE_CHECKING:
+    from botocore.config import _RetryDict, _S3Dict
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
+
+log = logging.getLogger(__name__)
+
+PART_SIZE = 8 * 1024 * 1024
+"""Multipart part size, and the largest file stored with a single PutObject."""
+MAX_COPY_SIZE = 5 * 1024**3
+"""The largest object S3 copies in one CopyObject (used to attach the digest to multipart ones)."""
+DIGEST_KEY = "sha256"
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_VERIFIED_PARENT_TTL = 2.0
+_VERIFIED_PARENTS_MAX = 1024
+# Parameters artifactd sets itself; MLFLOW_S3_UPLOAD_EXTRA_ARGS may not override them.
+_RESERVED_UPLOAD_ARGS = frozenset(
+    {"Bucket", "Key", "Body", "ContentLength", "ContentMD5", "IfNoneMatch", "IfMatch", "UploadId"}
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AccountProblem",
+    }
+)
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "ServiceUnavailable",
+        "InternalError",
+        "503",
+        "500",
+    }
+)
+
+
+class S3Storage(Storage):
+    """An artifact root under `s3://bucket/prefix`."""
+
+    name = "s3"
+    capabilities = StorageCapabilities(range_reads=True, multipart_upload=False)
+
+    def __init__(self, destination: str, *, environ: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if environ is None else environ)
+        self._bucket, self._prefix = _parse_destination(destination)
+        self._client: S3Client = _make_client(env)
+        self._extra_args = _upload_extra_args(env, self._client)
+        self._verified_parents: dict[tuple[str, ...], float] = {}
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self._bucket}/{self._prefix}" if self._prefix else f"s3://{self._bucket}"
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def client(self) -> S3Client:
+        return self._client
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def key(self, path: ArtifactPath) -> str:
+        """The object key of `path` (the root's key is the prefix itself)."""
+        parts = ([self._prefix] if self._prefix else []) + list(path.parts)
+        return "/".join(parts)
+
+    def _dir_prefix(self, path: ArtifactPath) -> str:
+        """The key prefix every key below the directory `path` starts with."""
+        key = self.key(path)
+        return f"{key}/" if key else ""
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _head(self, path: ArtifactPath) -> dict[str, Any] | None:
+        """HEAD of the object at `path`, or None when there is none."""
+        try:
+            return dict(self._client.head_object(Bucket=self._bucket, Key=self.key(path)))
+        except ClientError as exc:
+            if _code(exc) in _NOT_FOUND_CODES:
+                return None
+            raise s3_error(exc, path, self._bucket) from None
+        except BotoCoreError as exc:
+            raise s3_error(exc, path, self._bucket) from None
+
+    def _is_dir(self, path: ArtifactPath) -> bool:
+        if path.is_root:
+            return True
+        try:
+            reply = self._client.list_objects_v2(
+                Bucket=self._bucket, Prefix=self._dir_prefix(path), MaxKeys=1
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, path, self._bucket) from None
+        return reply.get("KeyCount", 0) > 0
+
+    def _missing(self, path: ArtifactPath) -> ArtifactError:
+        return NotFound(f"'{path}' does not exist")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def start_upload(self, path: ArtifactPath) -> Upload:
+        if path.is_root:
+            raise FailedPrecondition("the artifact root is a directory, not a file")
+        if self._is_dir(path):
+            raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
+        self._check_parents(path)
+        return _S3Upload(self, path)
+
+    def _check_parents(self, path: ArtifactPath) -> None:
+        """Refuses a path below a file (the disk backend cannot have both; keep S3 the same)."""
+        key = path.parent.parts
+        now = time.monotonic()
+        verified = self._verified_parents.get(key)
+        if verified is not None and now - verified < _VERIFIED_PARENT_TTL:
+            return
+        for depth in range(1, len(key) + 1):
+            if self._head(ArtifactPath(key[:depth])) is not None:
+                raise FailedPrecondition(
+                    f"a parent of '{path}' is a file, so '{path}' cannot be created"
+                )
+        if len(self._verified_parents) >= _VERIFIED_PARENTS_MAX:
+            self._verified_parents.clear()
+        self._verified_parents[key] = now
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open_file(self, path: ArtifactPath) -> FileReader:
+        if path.is_root:
+            raise FailedPrecondition("the artifact root is a directory; download it as a directory")
+        head = self._head(path)
+        if head is None:
+            if self._is_dir(path):
+                raise FailedPrecondition(f"'{path}' is a directory, not a file")
+            raise self._missing(path)
+        return _S3Reader(self, _file_entry(path, head), head["ETag"])
+
+    def stat(self, path: ArtifactPath) -> Entry:
+        if path.is_root:
+            return Entry(ROOT, True, 0, 0)
+        head = self._head(path)
+        if head is not None:
+            return _file_entry(path, head)
+        if self._is_dir(path):
+            return Entry(path, True, 0, 0)
+        raise self._missing(path)
+
+    def iter_tree(
+        self, path: ArtifactPath, *, recursive: bool, after: ArtifactPath | None = None
+    ) -> Iterator[Entry]:
+        if not self._is_dir(path):
+            if self._head(path) is not None:
+                raise FailedPrecondition(f"'{path}' is a file, not a directory")
+            raise self._missing(path)
+        yield from self._walk(path, recursive, after)
+
+    def _walk(
+        self, directory: ArtifactPath, recursive: bool, after: ArtifactPath | None
+    ) -> Iterator[Entry]:
+        """Like the disk backend's walk: one directory at a time, its names sorted.
+
+        One listing per directory (with `Delimiter='/'`), not one flat listing of the tree: S3
+        lists keys in byte order, where `a-b` and `a.txt` come before `a/...`, while entries are
+        ordered by path segments (`a`, `a/...`, `a-b`); reordering a flat listing would mean
+        holding whole subtrees in memory. A directory's names are held and sorted, as on disk.
+        """
+        start_after = None
+        deeper = after is not None and len(after.parts) > len(directory.parts)
+        if after is not None and deeper and after.is_relative_to(directory):
+            # Every name after `after`'s segment here has keys above this one (byte order).
+            start_after = self._dir_prefix(directory) + after.parts[len(directory.parts)]
+        for child, is_dir, entry in self._children(directory, start_after):
+            if after is not None and child.parts <= after.parts:
+                if is_dir and recursive and after.is_relative_to(child):
+                    yield from self._walk(child, recursive, after)
+                continue
+            yield entry
+            if is_dir and recursive:
+                yield from self._walk(child, recursive, None)
+
+    def _children(
+        self, directory: ArtifactPath, start_after: str | None
+    ) -> list[tuple[ArtifactPath, bool, Entry]]:
+        prefix = self._dir_prefix(directory)
+        files: dict[str, Entry | None] = {}
+        dirs: set[str] = set()
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
+        if start_after is not None:
+            kwargs["StartAfter"] = start_after
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(**kwargs):
+                for common in page.get("CommonPrefixes", []):
+                    dirs.add(common.get("Prefix", "")[len(prefix) : -1])
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(prefix) :]
+                    files[name] = None
+                    child = child_path(directory, name) if _listable(name) else None
+                    if child is not None:
+                        files[name] = Entry(child, False, obj["Size"], _ns(obj["LastModified"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, directory, self._bucket) from None
+        children: list[tuple[ArtifactPath, bool, Entry]] = []
+        for name in sorted(dirs | files.keys()):
+            if not _listable(name):
+                continue  # a directory marker (`dir/`), or one of the server's own names
+            if name in dirs:
+                if name in files:
+                    log.warning("'%s' is both a file and a directory; listing the directory", name)
+                child = child_path(directory, name)
+                if child is not None:
+                    children.append((child, True, Entry(child, True, 0, 0)))
+            elif (entry := files[name]) is not None:
+                children.append((entry.path, False, entry))
+        return children
+
+    # -- deleting --------------------------------------------------------------------------
+
+    def delete(self, path: ArtifactPath) -> bool:
+        if path.is_root:
+            raise FailedPrecondition("refusing to delete the artifact root")
+        self._verified_parents.clear()
+        existed = False
+        try:
+            if self._head(path) is not None:
+                self._client.delete_object(Bucket=self._bucket, Key=self.key(path))
+                existed = True
+            # `<key>/` only: `foobar` is not inside `foo`.
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._dir_prefix(path)):
+                keys: list[ObjectIdentifierTypeDef] = [
+                    {"Key": obj["Key"]} for obj in page.get("Contents", [])
+                ]
+                if not keys:
+                    continue
+                existed = True
+                reply = self._client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+                errors = reply.get("Errors", [])
+                if errors:
+                    first = errors[0]
+                    raise _client_error(
+                        first.get("Code", ""),
+                        0,
+                        f"{len(errors)} objects not deleted, first {first.get('Key')!r}: "
+                        f"{first.get('Message', '')}",
+                        path,
+                        self._bucket,
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, path, self._bucket) from None
+        return existed
+
+    def sweep_incomplete_uploads(self, older_than: float) -> int:
+        """Aborts multipart uploads under the root whose last part is older than `older_than` s."""
+        cutoff = time.time() - older_than
+        removed = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._dir_prefix(ROOT)):
+                for upload in page.get("Uploads", []):
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    if upload["Initiated"].timestamp() >= cutoff:
+                        continue
+                    try:
+                        if self._last_part_time(key, upload_id) >= cutoff:
+                            continue  # still being written
+                        self._client.abort_multipart_upload(
+                            Bucket=self._bucket, Key=key, UploadId=upload_id
+                        )
+                    except ClientError as exc:
+                        if _code(exc) != "NoSuchUpload":
+                            raise
+                        continue  # completed or aborted meanwhile
+                    removed += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, ROOT, self._bucket) from None
+        return removed
+
+    def _last_part_time(self, key: str, upload_id: str) -> float:
+        latest = 0.0
+        paginator = self._client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self._bucket, Key=key, UploadId=upload_id):
+            for part in page.get("Parts", []):
+                latest = max(latest, part["LastModified"].timestamp())
+        return latest
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _S3Upload(Upload):
+    def __init__(self, storage: S3Storage, path: ArtifactPath) -> None:
+        self._storage = storage
+        self._client = storage.client
+        self._bucket = storage.bucket
+        self._key = storage.key(path)
+        self._path = path
+        self._buffer = bytearray()
+        self._size = 0
+        self._upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+        self._finished = False
+
+    def _fail(self, exc: ClientError | BotoCoreError) -> ArtifactError:
+        return s3_error(exc, self._path, self._bucket)
+
+    def write(self, data: bytes) -> None:
+        if self._finished:
+            raise RuntimeError("upload already finished")
+        self._buffer += data
+        self._size += len(data)
+        while len(self._buffer) >= PART_SIZE:
+            part = bytes(memoryview(self._buffer)[:PART_SIZE])  # one copy, view released
+            del self._buffer[:PART_SIZE]
+            self._send_part(part)
+
+    def _send_part(self, data: bytes) -> None:
+        try:
+            if self._upload_id is None:
+                reply = self._client.create_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, **self._storage._extra_args
+                )
+                self._upload_id = reply["UploadId"]
+            number = len(self._parts) + 1
+            part = self._client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc) from None
+        self._parts.append({"PartNumber": number, "ETag": part["ETag"]})
+
+    def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
+        if self._finished:
+            raise RuntimeError("upload already finished")
+        condition: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
+        try:
+            if self._upload_id is None:
+                extra = dict(self._storage._extra_args)
+                extra["Metadata"] = {**extra.get("Metadata", {}), DIGEST_KEY: sha256}
+                self._client.put_object(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    Body=bytes(self._buffer),
+                    **extra,
+                    **condition,
+                )
+            else:
+                if self._buffer or not self._parts:
+                    self._send_part(bytes(self._buffer))
+                reply = self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                    **condition,
+                )
+                self._upload_id = None
+                self._attach_digest(reply["ETag"], sha256)
+        except ClientError as exc:
+            self.abort()
+            if _code(exc) == "PreconditionFailed" and not overwrite:
+                raise already_exists(self._path) from None
+            if _code(exc) == "ConditionalRequestConflict":
+                raise Aborted(
+                    f"another upload of '{self._path}' was completing at the same time; retry"
+                ) from None
+            raise self._fail(exc) from None
+        except BotoCoreError as exc:
+            self.abort()
+            raise self._fail(exc) from None
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+        self._buffer = bytearray()
+        return Entry(self._path, False, self._size, time.time_ns(), sha256)
+
+    def _attach_digest(self, etag: str, sha256: str) -> None:
+        """Copies the completed object onto itself with the digest in its metadata.
+
+        Guarded by the ETag: if another upload replaced the object meanwhile, it stays as is.
+        """
+        if self._size > MAX_COPY_SIZE:
+            return  # verified on upload, not remembered (as on disks without xattrs)
+        extra = {k: v for k, v in self._storage._extra_args.items() if k != "Metadata"}
+        metadata = {**self._storage._extra_args.get("Metadata", {}), DIGEST_KEY: sha256}
+        try:
+            self._client.copy_object(
+                Bucket=self._bucket,
+                Key=self._key,
+                CopySource={"Bucket": self._bucket, "Key": self._key},
+                CopySourceIfMatch=etag,
+                MetadataDirective="REPLACE",
+                Metadata=metadata,
+                **extra,
+            )
+        except ClientError as exc:
+            if _code(exc) == "PreconditionFailed":
+                log.info("'%s' was replaced before its digest was attached", self._path)
+            else:  # stored and verified; only the digest is not remembered
+                log.warning("could not attach the sha256 of '%s': %s", self._path, exc)
+        except BotoCoreError as exc:
+            log.warning("could not attach the sha256 of '%s': %s", self._path, exc)
+
+    def abort(self) -> None:
+        self._finished = True
+        self._buffer = bytearray()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is None:
+            return
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self._key, UploadId=upload_id
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # The start-up sweep aborts it later; nothing of it is visible meanwhile.
+            log.warning("could not abort the multipart upload of '%s': %s", self._path, exc)
+
+
+class _S3Reader(FileReader):
+    def __init__(self, storage: S3Storage, entry: Entry, etag: str) -> None:
+        self._storage = storage
+        self._etag = etag
+        self.entry = entry
+        self._body: Any = None
+
+    def chunks(self, offset: int, limit: int, chunk_size: int) -> Iterator[bytes]:
+        path, size = self.entry.path, self.entry.size
+        end = size if limit == 0 else min(size, offset + limit)
+        if offset >= end:
+            return
+        storage = self._storage
+        try:
+            reply = storage.client.get_object(
+                Bucket=storage.bucket,
+                Key=storage.key(path),
+                Range=f"bytes={offset}-{end - 1}",
+                IfMatch=self._etag,
+            )
+            self._body = reply["Body"]
+            position = offset
+            for data in self._body.iter_chunks(chunk_size):
+                position += len(data)
+                yield data
+        except ClientError as exc:
+            if _code(exc) == "PreconditionFailed":
+                raise Aborted(
+                    f"'{path}' was replaced while being read; download it again"
+                ) from None
+            raise s3_error(exc, path, storage.bucket) from None
+        except BotoCoreError as exc:
+            raise s3_error(exc, path, storage.bucket) from None
+        if position != end:
+            raise DataLoss(
+                f"'{path}': the object store sent {position - offset} of {end - offset} bytes"
+            )
+
+    def close(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def _parse_destination(destination: str) -> tuple[str, str]:
+    parts = urlsplit(destination)
+    if parts.scheme.lower() != "s3":
+        raise InvalidArgument(f"{destination!r} is not an s3:// URI")
+    if parts.query or parts.fragment or "?" in destination or "#" in destination:
+        raise InvalidArgument(f"S3 destination {destination!r} may not have a query or fragment")
+    bucket = parts.netloc
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise InvalidArgument(
+            f"S3 destination {destination!r}: {bucket!r} is not a valid bucket name "
+            "(3-63 lower-case letters, digits, '.' and '-')"
+        )
+    prefix = parts.path.strip("/")
+    if prefix:
+        try:
+            parse(prefix, what="S3 key prefix")
+        except InvalidPath as exc:
+            raise InvalidArgument(f"S3 destination {destination!r}: {exc.message}") from None
+    return bucket, prefix
+
+
+def validate_endpoint_url(url: str) -> str:
+    """`scheme://host[:port]`: a path would be prepended to every key (`s3://b/k/b/k` doubling)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidArgument(f"MLFLOW_S3_ENDPOINT_URL {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgument(
+            f"MLFLOW_S3_ENDPOINT_URL {url!r} must be http(s)://host[:port], e.g. "
+            "http://127.0.0.1:9000"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise InvalidArgument(
+            f"MLFLOW_S3_ENDPOINT_URL {url!r} must be only scheme://host[:port]: the bucket and "
+            "key prefix belong in the artifacts destination (s3://bucket/prefix), not the endpoint"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _make_client(env: dict[str, str]) -> S3Client:
+    endpoint = env.get("MLFLOW_S3_ENDPOINT_URL") or None
+    if endpoint is not None:
+        endpoint = validate_endpoint_url(endpoint)
+    style = (env.get("MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE") or "auto").lower()
+    if style not in ("auto", "path", "virtual"):
+        raise InvalidArgument(
+            f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE {style!r} must be auto, path or virtual"
+        )
+    signature = env.get("MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION") or "s3v4"
+    config = Config(
+        signature_version=UNSIGNED if signature == "unsigned" else signature,
+        s3=cast("_S3Dict", {"addressing_style": style}),
+        retries=_retries(env),
+        max_pool_connections=64,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    verify: bool | str | None = False if _truthy(env.get("MLFLOW_S3_IGNORE_TLS")) else None
+    if verify is None and env.get("AWS_CA_BUNDLE"):
+        verify = env["AWS_CA_BUNDLE"]
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=endpoint, verify=verify, config=config)
+
+
+def _retries(env: dict[str, str]) -> _RetryDict:
+    """botocore's standard retry mode unless AWS_RETRY_MODE says otherwise; AWS_MAX_ATTEMPTS."""
+    mode = env.get("AWS_RETRY_MODE") or "standard"
+    if mode not in ("legacy", "standard", "adaptive"):
+        raise InvalidArgument(f"AWS_RETRY_MODE {mode!r} must be legacy, standard or adaptive")
+    retries: _RetryDict = {"mode": cast("Any", mode)}
+    attempts = env.get("AWS_MAX_ATTEMPTS")
+    if attempts:
+        if not attempts.isdigit() or int(attempts) < 1:
+            raise InvalidArgument(f"AWS_MAX_ATTEMPTS {attempts!r} must be a positive integer")
+        retries["total_max_attempts"] = int(attempts)
+    return retries
+
+
+def _upload_extra_args(env: dict[str, str], client: S3Client) -> dict[str, Any]:
+    raw = env.get("MLFLOW_S3_UPLOAD_EXTRA_ARGS")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"MLFLOW_S3_UPLOAD_EXTRA_ARGS is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(
+            "MLFLOW_S3_UPLOAD_EXTRA_ARGS must be a JSON object such as "
+            '{"ServerSideEncryption": "aws:kms"}'
+        )
+    model = client.meta.service_model
+    accepted: set[str] | None = None
+    for operation in ("PutObject", "CreateMultipartUpload"):
+        shape = model.operation_model(operation).input_shape
+        members = set(shape.members) if shape is not None else set()
+        accepted = members if accepted is None else accepted & members
+    for name, item in value.items():
+        if name in _RESERVED_UPLOAD_ARGS or name not in (accepted or set()):
+            raise InvalidArgument(
+                f"MLFLOW_S3_UPLOAD_EXTRA_ARGS: {name!r} is not a PutObject parameter artifactd "
+                "can pass (allowed: e.g. ServerSideEncryption, SSEKMSKeyId, ACL, StorageClass, "
+                "Metadata, ContentType, Tagging)"
+            )
+        if name == "Metadata" and not (
+            isinstance(item, dict) and all(isinstance(v, str) for v in item.values())
+        ):
+            raise InvalidArgument("MLFLOW_S3_UPLOAD_EXTRA_ARGS: Metadata must map names to strings")
+    return value
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _listable(name: str) -> bool:
+    return bool(name) and not is_reserved(name)
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+def _file_entry(path: ArtifactPath, head: dict[str, Any]) -> Entry:
+    digest = (head.get("Metadata") or {}).get(DIGEST_KEY)
+    if digest is not None and not _DIGEST.match(digest):
+        digest = None
+    return Entry(path, False, head["ContentLength"], _ns(head["LastModified"]), digest)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def s3_error(exc: ClientError | BotoCoreError, path: ArtifactPath, bucket: str) -> ArtifactError:
+    """Maps a botocore failure to the artifactd error a client can act on (no credentials in it)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return _client_error(
+            str(error.get("Code", "")), int(status), str(error.get("Message", "")), path, bucket
+        )
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return PermissionDenied(f"the server has no usable S3 credentials: {exc}")
+    # Connection refused/reset, timeouts, a stream cut mid-body: the store may be back later.
+    return Unavailable(f"the object store could not be reached for '{path}': {exc}")
+
+
+def _client_error(
+    code: str, status: int, message: str, path: ArtifactPath, bucket: str
+) -> ArtifactError:
+    detail = f"{code}: {message}" if message else code
+    if code == "NoSuchBucket":
+        return FailedPrecondition(f"the bucket {bucket!r} does not exist ({detail})")
+    if code in _NOT_FOUND_CODES or status == 404:
+        return NotFound(f"'{path}' does not exist")
+    if code in _DENIED_CODES or status in (401, 403):
+        return PermissionDenied(f"the object store refused access to '{path}': {detail}")
+    if code in _RETRYABLE_CODES or status >= 500 or status == 429:
+        return Unavailable(f"the object store is unavailable for '{path}': {detail}")
+    if code in ("EntityTooLarge", "QuotaExceeded"):
+        return ResourceExhausted(f"the object store refused '{path}': {detail}")
+    return FailedPrecondition(f"the object store refused the request for '{path}': {detail}")
