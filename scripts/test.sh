@@ -50,5 +50,8 @@ step "mypy"
 step "database servers for the backend-store tests"
 scripts/ensure_databases.sh
 
+step "storage servers for the backend conformance tests"
+for installer in scripts/test_servers/*.sh; do bash "$installer"; done
+
 step "pytest"
 "$VENV/bin/python" -m pytest "$@"

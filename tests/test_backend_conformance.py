@@ -1,6 +1,7 @@
 """The same behaviour on every storage backend, through a real artifactd server process.
 
-Each test runs once per backend in `backend_servers.BACKENDS` (local disk; S3 on moto's server),
+Each test runs once per backend in `backend_servers.BACKENDS` (local disk; S3 on moto's server;
+GCS on gcp-storage-emulator; Azure Blob on Azurite; FTP; SFTP),
 against a server started for the session, under a fresh `prefix` of its own.
 """
 

@@ -29,7 +29,24 @@ def open_storage(destination: str, *, fsync: bool = True) -> Storage:
         from artifactd.server.storage.s3 import S3Storage  # boto3 only when S3 is used
 
         return S3Storage(destination)
+    if scheme == "gs":
+        from artifactd.server.storage.gcs import GCSStorage  # google-cloud-storage only for GCS
+
+        return GCSStorage(destination)
+    if scheme == "wasbs":
+        from artifactd.server.storage.azure import AzureBlobStorage  # azure-storage-blob only
+
+        return AzureBlobStorage(destination)
+    if scheme == "ftp":
+        from artifactd.server.storage.ftp import FTPStorage
+
+        return FTPStorage(destination)
+    if scheme == "sftp":
+        from artifactd.server.storage.sftp import SFTPStorage  # paramiko only when SFTP is used
+
+        return SFTPStorage(destination)
     raise InvalidArgument(
         f"unsupported artifacts destination scheme {scheme!r} in {destination!r}; "
-        "supported: a local or NFS directory path, file:///path, or s3://bucket/prefix"
+        "supported: a local or NFS directory path, file:///path, "
+        "s3://bucket/prefix, gs://bucket/prefix, wasbs://container@account.blob.core.windows.net/prefix"
     )

@@ -1,7 +1,8 @@
 """S3 and S3-compatible object stores: the artifact root is `s3://bucket/prefix`.
 
 Paths map to keys `<prefix>/<path>`; a directory is any key prefix ending at a `/` (S3 has no
-directories: one exists while some key lies below it).
+directories: one exists while some key lies below it). The key layout, listings, deletes and the
+upload buffering policy are shared with the other object stores (`object_store.py`).
 
 Configuration comes from the server's environment only, as MLflow reads it:
 `MLFLOW_S3_ENDPOINT_URL` (`scheme://host[:port]`, checked at start-up: a path there would be
@@ -55,20 +56,19 @@ from artifactd.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
-    ResourceExhausted,
     Unavailable,
 )
 from artifactd.paths import ROOT, ArtifactPath, InvalidPath, parse
-from artifactd.server.storage.base import (
-    Entry,
-    FileReader,
-    Storage,
-    StorageCapabilities,
-    Upload,
+from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
+from artifactd.server.storage.common import already_exists
+from artifactd.server.storage.object_store import (
+    DIGEST_KEY,
+    BufferedUpload,
+    ObjectInfo,
+    ObjectStoreStorage,
+    http_error,
 )
-from artifactd.server.storage.common import already_exists, child_path, is_reserved
 
 if TYPE_CHECKING:
     from botocore.config import _RetryDict, _S3Dict
@@ -81,11 +81,7 @@ PART_SIZE = 8 * 1024 * 1024
 """Multipart part size, and the largest file stored with a single PutObject."""
 MAX_COPY_SIZE = 5 * 1024**3
 """The largest object S3 copies in one CopyObject (used to attach the digest to multipart ones)."""
-DIGEST_KEY = "sha256"
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_VERIFIED_PARENT_TTL = 2.0
-_VERIFIED_PARENTS_MAX = 1024
 # Parameters artifactd sets itself; MLFLOW_S3_UPLOAD_EXTRA_ARGS may not override them.
 _RESERVED_UPLOAD_ARGS = frozenset(
     {"Bucket", "Key", "Body", "ContentLength", "ContentMD5", "IfNoneMatch", "IfMatch", "UploadId"}
@@ -118,7 +114,7 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
-class S3Storage(Storage):
+class S3Storage(ObjectStoreStorage):
     """An artifact root under `s3://bucket/prefix`."""
 
     name = "s3"
@@ -126,10 +122,10 @@ class S3Storage(Storage):
 
     def __init__(self, destination: str, *, environ: dict[str, str] | None = None) -> None:
         env = dict(os.environ if environ is None else environ)
-        self._bucket, self._prefix = _parse_destination(destination)
+        self._bucket, prefix = _parse_destination(destination)
+        super().__init__(prefix)
         self._client: S3Client = _make_client(env)
         self._extra_args = _upload_extra_args(env, self._client)
-        self._verified_parents: dict[tuple[str, ...], float] = {}
 
     @property
     def uri(self) -> str:
@@ -143,175 +139,58 @@ class S3Storage(Storage):
     def client(self) -> S3Client:
         return self._client
 
-    # -- keys ------------------------------------------------------------------------------
+    # -- the object-store primitives --------------------------------------------------------
 
-    def key(self, path: ArtifactPath) -> str:
-        """The object key of `path` (the root's key is the prefix itself)."""
-        parts = ([self._prefix] if self._prefix else []) + list(path.parts)
-        return "/".join(parts)
-
-    def _dir_prefix(self, path: ArtifactPath) -> str:
-        """The key prefix every key below the directory `path` starts with."""
-        key = self.key(path)
-        return f"{key}/" if key else ""
-
-    # -- requests --------------------------------------------------------------------------
-
-    def _head(self, path: ArtifactPath) -> dict[str, Any] | None:
-        """HEAD of the object at `path`, or None when there is none."""
+    def _head_key(self, key: str, path: ArtifactPath) -> ObjectInfo | None:
         try:
-            return dict(self._client.head_object(Bucket=self._bucket, Key=self.key(path)))
+            head = self._client.head_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in _NOT_FOUND_CODES:
                 return None
             raise s3_error(exc, path, self._bucket) from None
         except BotoCoreError as exc:
             raise s3_error(exc, path, self._bucket) from None
+        return ObjectInfo(
+            head["ContentLength"],
+            _ns(head["LastModified"]),
+            (head.get("Metadata") or {}).get(DIGEST_KEY),
+            head["ETag"],
+        )
 
-    def _is_dir(self, path: ArtifactPath) -> bool:
-        if path.is_root:
-            return True
+    def _any_below(self, prefix: str, path: ArtifactPath) -> bool:
         try:
-            reply = self._client.list_objects_v2(
-                Bucket=self._bucket, Prefix=self._dir_prefix(path), MaxKeys=1
-            )
+            reply = self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix, MaxKeys=1)
         except (ClientError, BotoCoreError) as exc:
             raise s3_error(exc, path, self._bucket) from None
         return reply.get("KeyCount", 0) > 0
 
-    def _missing(self, path: ArtifactPath) -> ArtifactError:
-        return NotFound(f"'{path}' does not exist")
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def start_upload(self, path: ArtifactPath) -> Upload:
-        if path.is_root:
-            raise FailedPrecondition("the artifact root is a directory, not a file")
-        if self._is_dir(path):
-            raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
-        self._check_parents(path)
-        return _S3Upload(self, path)
-
-    def _check_parents(self, path: ArtifactPath) -> None:
-        """Refuses a path below a file (the disk backend cannot have both; keep S3 the same)."""
-        key = path.parent.parts
-        now = time.monotonic()
-        verified = self._verified_parents.get(key)
-        if verified is not None and now - verified < _VERIFIED_PARENT_TTL:
-            return
-        for depth in range(1, len(key) + 1):
-            if self._head(ArtifactPath(key[:depth])) is not None:
-                raise FailedPrecondition(
-                    f"a parent of '{path}' is a file, so '{path}' cannot be created"
-                )
-        if len(self._verified_parents) >= _VERIFIED_PARENTS_MAX:
-            self._verified_parents.clear()
-        self._verified_parents[key] = now
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def open_file(self, path: ArtifactPath) -> FileReader:
-        if path.is_root:
-            raise FailedPrecondition("the artifact root is a directory; download it as a directory")
-        head = self._head(path)
-        if head is None:
-            if self._is_dir(path):
-                raise FailedPrecondition(f"'{path}' is a directory, not a file")
-            raise self._missing(path)
-        return _S3Reader(self, _file_entry(path, head), head["ETag"])
-
-    def stat(self, path: ArtifactPath) -> Entry:
-        if path.is_root:
-            return Entry(ROOT, True, 0, 0)
-        head = self._head(path)
-        if head is not None:
-            return _file_entry(path, head)
-        if self._is_dir(path):
-            return Entry(path, True, 0, 0)
-        raise self._missing(path)
-
-    def iter_tree(
-        self, path: ArtifactPath, *, recursive: bool, after: ArtifactPath | None = None
-    ) -> Iterator[Entry]:
-        if not self._is_dir(path):
-            if self._head(path) is not None:
-                raise FailedPrecondition(f"'{path}' is a file, not a directory")
-            raise self._missing(path)
-        yield from self._walk(path, recursive, after)
-
-    def _walk(
-        self, directory: ArtifactPath, recursive: bool, after: ArtifactPath | None
-    ) -> Iterator[Entry]:
-        """Like the disk backend's walk: one directory at a time, its names sorted.
-
-        One listing per directory (with `Delimiter='/'`), not one flat listing of the tree: S3
-        lists keys in byte order, where `a-b` and `a.txt` come before `a/...`, while entries are
-        ordered by path segments (`a`, `a/...`, `a-b`); reordering a flat listing would mean
-        holding whole subtrees in memory. A directory's names are held and sorted, as on disk.
-        """
-        start_after = None
-        deeper = after is not None and len(after.parts) > len(directory.parts)
-        if after is not None and deeper and after.is_relative_to(directory):
-            # Every name after `after`'s segment here has keys above this one (byte order).
-            start_after = self._dir_prefix(directory) + after.parts[len(directory.parts)]
-        for child, is_dir, entry in self._children(directory, start_after):
-            if after is not None and child.parts <= after.parts:
-                if is_dir and recursive and after.is_relative_to(child):
-                    yield from self._walk(child, recursive, after)
-                continue
-            yield entry
-            if is_dir and recursive:
-                yield from self._walk(child, recursive, None)
-
-    def _children(
-        self, directory: ArtifactPath, start_after: str | None
-    ) -> list[tuple[ArtifactPath, bool, Entry]]:
-        prefix = self._dir_prefix(directory)
-        files: dict[str, Entry | None] = {}
-        dirs: set[str] = set()
+    def _list_level(
+        self, prefix: str, start_after: str | None, path: ArtifactPath
+    ) -> Iterator[tuple[str, ObjectInfo | None]]:
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
         if start_after is not None:
             kwargs["StartAfter"] = start_after
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(**kwargs):
                 for common in page.get("CommonPrefixes", []):
-                    dirs.add(common.get("Prefix", "")[len(prefix) : -1])
+                    yield common.get("Prefix", "")[len(prefix) : -1], None
                 for obj in page.get("Contents", []):
-                    name = obj["Key"][len(prefix) :]
-                    files[name] = None
-                    child = child_path(directory, name) if _listable(name) else None
-                    if child is not None:
-                        files[name] = Entry(child, False, obj["Size"], _ns(obj["LastModified"]))
+                    info = ObjectInfo(obj["Size"], _ns(obj["LastModified"]))
+                    yield obj["Key"][len(prefix) :], info
         except (ClientError, BotoCoreError) as exc:
-            raise s3_error(exc, directory, self._bucket) from None
-        children: list[tuple[ArtifactPath, bool, Entry]] = []
-        for name in sorted(dirs | files.keys()):
-            if not _listable(name):
-                continue  # a directory marker (`dir/`), or one of the server's own names
-            if name in dirs:
-                if name in files:
-                    log.warning("'%s' is both a file and a directory; listing the directory", name)
-                child = child_path(directory, name)
-                if child is not None:
-                    children.append((child, True, Entry(child, True, 0, 0)))
-            elif (entry := files[name]) is not None:
-                children.append((entry.path, False, entry))
-        return children
+            raise s3_error(exc, path, self._bucket) from None
 
-    # -- deleting --------------------------------------------------------------------------
+    def _delete_key(self, key: str, path: ArtifactPath) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, path, self._bucket) from None
 
-    def delete(self, path: ArtifactPath) -> bool:
-        if path.is_root:
-            raise FailedPrecondition("refusing to delete the artifact root")
-        self._verified_parents.clear()
+    def _delete_below(self, prefix: str, path: ArtifactPath) -> bool:
         existed = False
         try:
-            if self._head(path) is not None:
-                self._client.delete_object(Bucket=self._bucket, Key=self.key(path))
-                existed = True
-            # `<key>/` only: `foobar` is not inside `foo`.
             paginator = self._client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._dir_prefix(path)):
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
                 keys: list[ObjectIdentifierTypeDef] = [
                     {"Key": obj["Key"]} for obj in page.get("Contents", [])
                 ]
@@ -336,13 +215,19 @@ class S3Storage(Storage):
             raise s3_error(exc, path, self._bucket) from None
         return existed
 
+    def _reader(self, entry: Entry, info: ObjectInfo) -> FileReader:
+        return _S3Reader(self, entry, str(info.version))
+
+    def _upload(self, path: ArtifactPath) -> Upload:
+        return _S3Upload(self, path)
+
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Aborts multipart uploads under the root whose last part is older than `older_than` s."""
         cutoff = time.time() - older_than
         removed = 0
         paginator = self._client.get_paginator("list_multipart_uploads")
         try:
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._dir_prefix(ROOT)):
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=self.dir_prefix(ROOT)):
                 for upload in page.get("Uploads", []):
                     key, upload_id = upload["Key"], upload["UploadId"]
                     if upload["Initiated"].timestamp() >= cutoff:
@@ -374,31 +259,20 @@ class S3Storage(Storage):
         self._client.close()
 
 
-class _S3Upload(Upload):
+class _S3Upload(BufferedUpload):
+    """One PutObject for a file up to `PART_SIZE`, else a multipart upload sent as parts fill."""
+
     def __init__(self, storage: S3Storage, path: ArtifactPath) -> None:
+        super().__init__(path, PART_SIZE)
         self._storage = storage
         self._client = storage.client
         self._bucket = storage.bucket
         self._key = storage.key(path)
-        self._path = path
-        self._buffer = bytearray()
-        self._size = 0
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
-        self._finished = False
 
     def _fail(self, exc: ClientError | BotoCoreError) -> ArtifactError:
         return s3_error(exc, self._path, self._bucket)
-
-    def write(self, data: bytes) -> None:
-        if self._finished:
-            raise RuntimeError("upload already finished")
-        self._buffer += data
-        self._size += len(data)
-        while len(self._buffer) >= PART_SIZE:
-            part = bytes(memoryview(self._buffer)[:PART_SIZE])  # one copy, view released
-            del self._buffer[:PART_SIZE]
-            self._send_part(part)
 
     def _send_part(self, data: bytes) -> None:
         try:
@@ -419,35 +293,10 @@ class _S3Upload(Upload):
             raise self._fail(exc) from None
         self._parts.append({"PartNumber": number, "ETag": part["ETag"]})
 
-    def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
-        if self._finished:
-            raise RuntimeError("upload already finished")
-        condition: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
+    def _conditional(self, call: Any, overwrite: bool) -> Any:
         try:
-            if self._upload_id is None:
-                extra = dict(self._storage._extra_args)
-                extra["Metadata"] = {**extra.get("Metadata", {}), DIGEST_KEY: sha256}
-                self._client.put_object(
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    Body=bytes(self._buffer),
-                    **extra,
-                    **condition,
-                )
-            else:
-                if self._buffer or not self._parts:
-                    self._send_part(bytes(self._buffer))
-                reply = self._client.complete_multipart_upload(
-                    Bucket=self._bucket,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
-                    **condition,
-                )
-                self._upload_id = None
-                self._attach_digest(reply["ETag"], sha256)
+            return call({} if overwrite else {"IfNoneMatch": "*"})
         except ClientError as exc:
-            self.abort()
             if _code(exc) == "PreconditionFailed" and not overwrite:
                 raise already_exists(self._path) from None
             if _code(exc) == "ConditionalRequestConflict":
@@ -456,14 +305,32 @@ class _S3Upload(Upload):
                 ) from None
             raise self._fail(exc) from None
         except BotoCoreError as exc:
-            self.abort()
             raise self._fail(exc) from None
-        except BaseException:
-            self.abort()
-            raise
-        self._finished = True
-        self._buffer = bytearray()
-        return Entry(self._path, False, self._size, time.time_ns(), sha256)
+
+    def _put_whole(self, data: bytes, sha256: str, overwrite: bool) -> None:
+        extra = dict(self._storage._extra_args)
+        extra["Metadata"] = {**extra.get("Metadata", {}), DIGEST_KEY: sha256}
+        self._conditional(
+            lambda condition: self._client.put_object(
+                Bucket=self._bucket, Key=self._key, Body=data, **extra, **condition
+            ),
+            overwrite,
+        )
+
+    def _finish_parts(self, sha256: str, overwrite: bool) -> None:
+        upload_id = self._upload_id
+        reply = self._conditional(
+            lambda condition: self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=upload_id,  # type: ignore[arg-type]
+                MultipartUpload={"Parts": self._parts},
+                **condition,
+            ),
+            overwrite,
+        )
+        self._upload_id = None
+        self._attach_digest(reply["ETag"], sha256)
 
     def _attach_digest(self, etag: str, sha256: str) -> None:
         """Copies the completed object onto itself with the digest in its metadata.
@@ -492,9 +359,7 @@ class _S3Upload(Upload):
         except BotoCoreError as exc:
             log.warning("could not attach the sha256 of '%s': %s", self._path, exc)
 
-    def abort(self) -> None:
-        self._finished = True
-        self._buffer = bytearray()
+    def _discard(self) -> None:
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:
             return
@@ -675,19 +540,8 @@ def _upload_extra_args(env: dict[str, str], client: S3Client) -> dict[str, Any]:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _listable(name: str) -> bool:
-    return bool(name) and not is_reserved(name)
-
-
 def _ns(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000) * 1000
-
-
-def _file_entry(path: ArtifactPath, head: dict[str, Any]) -> Entry:
-    digest = (head.get("Metadata") or {}).get(DIGEST_KEY)
-    if digest is not None and not _DIGEST.match(digest):
-        digest = None
-    return Entry(path, False, head["ContentLength"], _ns(head["LastModified"]), digest)
 
 
 def _code(exc: ClientError) -> str:
@@ -714,12 +568,12 @@ def _client_error(
     detail = f"{code}: {message}" if message else code
     if code == "NoSuchBucket":
         return FailedPrecondition(f"the bucket {bucket!r} does not exist ({detail})")
-    if code in _NOT_FOUND_CODES or status == 404:
-        return NotFound(f"'{path}' does not exist")
-    if code in _DENIED_CODES or status in (401, 403):
-        return PermissionDenied(f"the object store refused access to '{path}': {detail}")
-    if code in _RETRYABLE_CODES or status >= 500 or status == 429:
-        return Unavailable(f"the object store is unavailable for '{path}': {detail}")
-    if code in ("EntityTooLarge", "QuotaExceeded"):
-        return ResourceExhausted(f"the object store refused '{path}': {detail}")
-    return FailedPrecondition(f"the object store refused the request for '{path}': {detail}")
+    if code in _NOT_FOUND_CODES:
+        status = 404
+    elif code in _DENIED_CODES:
+        status = 403
+    elif code in _RETRYABLE_CODES:
+        status = 503
+    elif code in ("EntityTooLarge", "QuotaExceeded"):
+        status = 413
+    return http_error(status, detail, path, store="object store")
