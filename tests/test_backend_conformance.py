@@ -328,6 +328,28 @@ def test_parallel_uploads_and_downloads(backend: Backend, prefix: str, tmp_path:
         assert set(pool.map(down, ["f5.bin"] * 6)) == {digests["f5.bin"]}
 
 
+def test_parallel_uploads_create_one_new_folder_together(
+    backend: Backend, prefix: str, tmp_path: Path
+) -> None:
+    """Uploads racing to create the same missing parents: every one of them must succeed."""
+    count = 12
+    start = threading.Barrier(count)
+    for index in range(count):
+        (tmp_path / f"f{index}.bin").write_bytes(b"x" * index)
+
+    def up(index: int) -> str | None:
+        with ArtifactClient(backend.server.target) as c:
+            start.wait(timeout=30)
+            return c.log_artifact(tmp_path / f"f{index}.bin", f"{prefix}/new/deeper").sha256
+
+    with ThreadPoolExecutor(count) as pool:
+        results = list(pool.map(up, range(count)))
+    assert len(results) == count
+    with ArtifactClient(backend.server.target) as c:
+        listed = [i.path for i in c.list_artifacts(f"{prefix}/new/deeper")]
+    assert sorted(listed) == sorted(f"{prefix}/new/deeper/f{i}.bin" for i in range(count))
+
+
 def test_download_a_tree(bclient: ArtifactClient, prefix: str, tmp_path: Path) -> None:
     src = tmp_path / "tree"
     digests = {

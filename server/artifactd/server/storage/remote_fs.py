@@ -242,7 +242,8 @@ class RemoteStorage(Storage, Generic[C]):
         parent = posixpath.dirname(remote)
         created = self._make_dirs(conn, parent) if parent not in (remote, "") else []
         try:
-            self._fs.mkdir(conn, remote)
+            with self._fs.errors(f"'{remote}'"):  # the protocol's own exception, translated
+                self._fs.mkdir(conn, remote)
             created.append(remote)
         except ArtifactError:
             st = self._fs.stat(conn, remote)  # a concurrent upload may have made it
@@ -253,7 +254,8 @@ class RemoteStorage(Storage, Generic[C]):
     def _remove_empty_dirs(self, conn: C, created: list[str]) -> None:
         for directory in reversed(created):
             try:
-                self._fs.rmdir(conn, directory)
+                with self._fs.errors(f"'{directory}'"):
+                    self._fs.rmdir(conn, directory)
             except ArtifactError:
                 return  # not empty any more: another upload uses it
 
