@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import google.auth
 import requests
@@ -47,7 +46,7 @@ from artifactd.errors import (
     InvalidArgument,
     PermissionDenied,
 )
-from artifactd.paths import RESERVED_PREFIX, ROOT, ArtifactPath, InvalidPath, parse
+from artifactd.paths import RESERVED_PREFIX, ROOT, ArtifactPath
 from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
 from artifactd.server.storage.common import already_exists
 from artifactd.server.storage.object_store import (
@@ -56,6 +55,7 @@ from artifactd.server.storage.object_store import (
     ObjectInfo,
     ObjectStoreStorage,
     http_error,
+    parse_bucket_destination,
     unreachable,
 )
 
@@ -321,24 +321,9 @@ class _GCSReader(FileReader):
 
 
 def _parse_destination(destination: str) -> tuple[str, str]:
-    parts = urlsplit(destination)
-    if parts.scheme.lower() != "gs":
-        raise InvalidArgument(f"{destination!r} is not a gs:// URI")
-    if parts.query or parts.fragment or "?" in destination or "#" in destination:
-        raise InvalidArgument(f"GCS destination {destination!r} may not have a query or fragment")
-    bucket = parts.netloc
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise InvalidArgument(
-            f"GCS destination {destination!r}: {bucket!r} is not a valid bucket name "
-            "(lower-case letters, digits, '.', '_' and '-')"
-        )
-    prefix = parts.path.strip("/")
-    if prefix:
-        try:
-            parse(prefix, what="GCS object prefix")
-        except InvalidPath as exc:
-            raise InvalidArgument(f"GCS destination {destination!r}: {exc.message}") from None
-    return bucket, prefix
+    return parse_bucket_destination(
+        destination, "gs", "GCS", _BUCKET, "lower-case letters, digits, '.', '_' and '-'"
+    )
 
 
 def _chunk_size(env: dict[str, str], name: str) -> int:

@@ -28,16 +28,18 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from artifactd.errors import (
     ArtifactError,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
-from artifactd.paths import ROOT, ArtifactPath
+from artifactd.paths import ROOT, ArtifactPath, InvalidPath, parse
 from artifactd.server.storage.base import Entry, FileReader, Storage, Upload
 from artifactd.server.storage.common import child_path, is_reserved
 
@@ -334,3 +336,29 @@ def http_error(status: int, detail: str, path: ArtifactPath, *, store: str) -> A
 def unreachable(exc: BaseException, path: ArtifactPath, *, store: str) -> ArtifactError:
     """Connection refused/reset, timeouts, a stream cut mid-body: the store may be back later."""
     return Unavailable(f"the {store} could not be reached for '{path}': {type(exc).__name__}")
+
+
+def parse_bucket_destination(
+    destination: str, scheme: str, store: str, bucket_pattern: re.Pattern[str], bucket_rule: str
+) -> tuple[str, str]:
+    """(bucket, key prefix) of `scheme://bucket/prefix`, the prefix checked by the path grammar."""
+    parts = urlsplit(destination)
+    if parts.scheme.lower() != scheme:
+        raise InvalidArgument(f"{destination!r} is not a {scheme}:// URI")
+    if parts.query or parts.fragment or "?" in destination or "#" in destination:
+        raise InvalidArgument(
+            f"{store} destination {destination!r} may not have a query or fragment"
+        )
+    bucket = parts.netloc
+    if not bucket_pattern.match(bucket) or ".." in bucket:
+        raise InvalidArgument(
+            f"{store} destination {destination!r}: {bucket!r} is not a valid bucket name "
+            f"({bucket_rule})"
+        )
+    prefix = parts.path.strip("/")
+    if prefix:
+        try:
+            parse(prefix, what=f"{store} key prefix")
+        except InvalidPath as exc:
+            raise InvalidArgument(f"{store} destination {destination!r}: {exc.message}") from None
+    return bucket, prefix

@@ -59,7 +59,7 @@ from artifactd.errors import (
     PermissionDenied,
     Unavailable,
 )
-from artifactd.paths import ROOT, ArtifactPath, InvalidPath, parse
+from artifactd.paths import ROOT, ArtifactPath
 from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
 from artifactd.server.storage.common import already_exists
 from artifactd.server.storage.object_store import (
@@ -68,6 +68,7 @@ from artifactd.server.storage.object_store import (
     ObjectInfo,
     ObjectStoreStorage,
     http_error,
+    parse_bucket_destination,
 )
 
 if TYPE_CHECKING:
@@ -420,24 +421,9 @@ class _S3Reader(FileReader):
 
 
 def _parse_destination(destination: str) -> tuple[str, str]:
-    parts = urlsplit(destination)
-    if parts.scheme.lower() != "s3":
-        raise InvalidArgument(f"{destination!r} is not an s3:// URI")
-    if parts.query or parts.fragment or "?" in destination or "#" in destination:
-        raise InvalidArgument(f"S3 destination {destination!r} may not have a query or fragment")
-    bucket = parts.netloc
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise InvalidArgument(
-            f"S3 destination {destination!r}: {bucket!r} is not a valid bucket name "
-            "(3-63 lower-case letters, digits, '.' and '-')"
-        )
-    prefix = parts.path.strip("/")
-    if prefix:
-        try:
-            parse(prefix, what="S3 key prefix")
-        except InvalidPath as exc:
-            raise InvalidArgument(f"S3 destination {destination!r}: {exc.message}") from None
-    return bucket, prefix
+    return parse_bucket_destination(
+        destination, "s3", "S3", _BUCKET, "3-63 lower-case letters, digits, '.' and '-'"
+    )
 
 
 def validate_endpoint_url(url: str) -> str:
