@@ -23,10 +23,11 @@ from artifactd.client import (
     Run,
     TrackingClient,
 )
-from artifactd.client.target import Location, check_run_id, in_run, resolve
+from artifactd.client.target import Location, in_run, resolve
 from artifactd.client.tracking import garbage_item
 from artifactd.durations import parse_duration
 from artifactd.errors import InvalidArgument
+from artifactd.ids import check_run_id
 from artifactd.paths import ROOT, parse
 from artifactd.v1 import run_service_pb2 as rpb
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from artifactd.cli.common import fail, friendly_errors
-from artifactd.cli.gc import BACKEND_STORE_VARIABLE
+from artifactd.defaults import BACKEND_STORE_VARIABLE
 
 
 @click.group("db")

@@ -16,21 +16,17 @@ from typing import TYPE_CHECKING
 import click
 from click.core import ParameterSource
 
+from artifactd import defaults
 from artifactd.cli.common import fail, friendly_errors, json_option
 from artifactd.client.settings import SERVER_VARIABLE
-from artifactd.client.target import check_run_id
 from artifactd.client.tracking import GarbageEvent, GarbageSummary, TrackingClient, garbage_item
 from artifactd.durations import FORMAT_HELP, parse_duration
 from artifactd.errors import ArtifactError
+from artifactd.ids import check_run_id
 
 if TYPE_CHECKING:
     from artifactd.v1 import run_service_pb2 as rpb
 
-BACKEND_STORE_VARIABLE = "ARTIFACTD_BACKEND_STORE_URI"
-ARTIFACTS_DESTINATION_VARIABLE = "ARTIFACTD_ARTIFACTS_DESTINATION"
-EXTRA_ROOTS_VARIABLE = "ARTIFACTD_EXTRA_ARTIFACT_ROOTS"
-DEFAULT_BACKEND_STORE_URI = "sqlite:///artifactd.db"
-DEFAULT_ARTIFACTS_DESTINATION = "./mlruns"
 
 _OUTCOME_TEXT = {
     "collected": "collected",
@@ -104,26 +100,26 @@ def _split(value: str | None) -> list[str]:
 )
 @click.option(
     "--backend-store-uri",
-    envvar=BACKEND_STORE_VARIABLE,
-    default=DEFAULT_BACKEND_STORE_URI,
+    envvar=defaults.BACKEND_STORE_VARIABLE,
+    default=defaults.BACKEND_STORE_URI,
     show_default=True,
-    help=f"Without --server: the backend store database (env {BACKEND_STORE_VARIABLE}).",
+    help=f"Without --server: the backend store database (env {defaults.BACKEND_STORE_VARIABLE}).",
 )
 @click.option(
     "--artifacts-destination",
-    envvar=ARTIFACTS_DESTINATION_VARIABLE,
-    default=DEFAULT_ARTIFACTS_DESTINATION,
+    envvar=defaults.ARTIFACTS_DESTINATION_VARIABLE,
+    default=defaults.ARTIFACTS_DESTINATION,
     show_default=True,
     help="Without --server: the server's artifacts destination, as given to `artifactd serve` "
-    f"(env {ARTIFACTS_DESTINATION_VARIABLE}).",
+    f"(env {defaults.ARTIFACTS_DESTINATION_VARIABLE}).",
 )
 @click.option(
     "--extra-artifact-root",
     "extra_artifact_roots",
-    envvar=EXTRA_ROOTS_VARIABLE,
+    envvar=defaults.EXTRA_ROOTS_VARIABLE,
     multiple=True,
     help="Without --server: another artifact root of the server, as given to `artifactd "
-    f"serve` (repeatable; env {EXTRA_ROOTS_VARIABLE}, space-separated).",
+    f"serve` (repeatable; env {defaults.EXTRA_ROOTS_VARIABLE}, space-separated).",
 )
 @json_option
 @click.pass_context

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from artifactd.errors import InvalidArgument
+from artifactd.ids import check_run_id
 from artifactd.paths import ROOT, ArtifactPath, parse
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -39,7 +40,6 @@ redirect an artifact."""
 STRICT_ENV_VARIABLE = "ARTIFACTD_STRICT_ENV"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -67,16 +67,6 @@ class Location:
         if self.run_id is None:
             return str(self.path)
         return f"runs:/{self.run_id}/{self.path}" if self.path.parts else f"runs:/{self.run_id}"
-
-
-def check_run_id(run_id: str) -> str:
-    """`run_id` if it is a run id (32 lower-case hex characters), else `InvalidArgument`."""
-    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
-        raise InvalidArgument(
-            f"run id {run_id!r} is not a run id: run ids are 32 lower-case hex characters "
-            "(as `artifactd runs create` prints them)"
-        )
-    return run_id
 
 
 def in_run(location: Location, run_id: str | None) -> Location:

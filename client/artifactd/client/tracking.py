@@ -17,8 +17,8 @@ from typing import Literal, TypeVar
 
 from artifactd.client.rpc import Connection
 from artifactd.client.settings import ClientSettings
-from artifactd.client.target import check_run_id
 from artifactd.errors import InvalidArgument, NotFound
+from artifactd.ids import check_run_id
 from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 

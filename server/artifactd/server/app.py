@@ -20,14 +20,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from artifactd import malloc
+from artifactd import defaults, malloc
 from artifactd.server import limits
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.run_servicer import RunServicer
 from artifactd.server.scopes import Scopes
 from artifactd.server.servicer import ArtifactServicer
 from artifactd.server.storage import open_storage
-from artifactd.server.store.database import DEFAULT_BACKEND_STORE_URI, open_database, redact
+from artifactd.server.store.database import open_database, redact
 from artifactd.server.store.tracking import TrackingStore
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
@@ -48,8 +48,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051
-    artifacts_destination: str = "./mlruns"
-    backend_store_uri: str = DEFAULT_BACKEND_STORE_URI
+    artifacts_destination: str = defaults.ARTIFACTS_DESTINATION
+    backend_store_uri: str = defaults.BACKEND_STORE_URI
     extra_artifact_roots: tuple[str, ...] = ()
     grace_period: float = 30.0
     max_workers: int = 64

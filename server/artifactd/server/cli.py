@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from artifactd import defaults
 from artifactd.errors import ArtifactError
 from artifactd.server.app import ServerConfig, serve
 
@@ -31,7 +32,7 @@ _DEFAULTS = ServerConfig()
 )
 @click.option(
     "--artifacts-destination",
-    envvar="ARTIFACTD_ARTIFACTS_DESTINATION",
+    envvar=defaults.ARTIFACTS_DESTINATION_VARIABLE,
     default=_DEFAULTS.artifacts_destination,
     show_default=True,
     help="Where artifacts are stored: a local or NFS directory, file:///path, or s3://bucket/prefix.",
@@ -39,14 +40,14 @@ _DEFAULTS = ServerConfig()
 @click.option(
     "--extra-artifact-root",
     "extra_artifact_roots",
-    envvar="ARTIFACTD_EXTRA_ARTIFACT_ROOTS",
+    envvar=defaults.EXTRA_ROOTS_VARIABLE,
     multiple=True,
     help="Another root experiments may choose as their artifact location (repeatable; the "
     "variable takes a space-separated list). Locations outside all roots are refused.",
 )
 @click.option(
     "--backend-store-uri",
-    envvar="ARTIFACTD_BACKEND_STORE_URI",
+    envvar=defaults.BACKEND_STORE_VARIABLE,
     default=_DEFAULTS.backend_store_uri,
     show_default=True,
     help="SQL database for experiments and runs: sqlite:///path, postgresql://user@host/db or "

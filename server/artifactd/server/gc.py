@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from artifactd.errors import ArtifactError, FailedPrecondition, InvalidArgument, NotFound
+from artifactd.ids import check_run_id
 from artifactd.paths import ArtifactPath
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.store.schema import DELETED
@@ -29,7 +30,6 @@ from artifactd.server.store.tracking import (
     Run,
     TrackingStore,
     check_experiment_id,
-    check_run_id,
     now_ms,
 )
 from artifactd.v1 import run_service_pb2 as rpb

@@ -11,18 +11,17 @@ write check, so the rule cannot be side-stepped by spelling the path out.
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass
 
 from artifactd.errors import FailedPrecondition, NotFound
+from artifactd.ids import check_run_id, is_run_id
 from artifactd.paths import ArtifactPath
 from artifactd.server.roots import ArtifactRoots, uri_of
 from artifactd.server.storage.base import Entry, Storage
 from artifactd.server.store.schema import ACTIVE
-from artifactd.server.store.tracking import Run, TrackingStore, check_run_id
+from artifactd.server.store.tracking import Run, TrackingStore
 
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _RUN_CACHE_SECONDS = 1.0  # how long a LogArtifacts stream trusts a run's state it looked up
 
 
@@ -83,7 +82,7 @@ class Scopes:
         if "artifacts" not in parts:
             return
         for index in range(len(parts) - 1):
-            if parts[index + 1] != "artifacts" or not _RUN_ID.match(parts[index]):
+            if parts[index + 1] != "artifacts" or not is_run_id(parts[index]):
                 continue
             try:
                 run = self._store.get_run(parts[index])

@@ -31,7 +31,6 @@ from artifactd.errors import FailedPrecondition, InvalidArgument, Unavailable
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "artifactd_schema_version"
-DEFAULT_BACKEND_STORE_URI = "sqlite:///artifactd.db"
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}  # fmt: skip
 

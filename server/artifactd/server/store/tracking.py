@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from artifactd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from artifactd.ids import check_run_id
 from artifactd.server.store.database import Database
 from artifactd.server.store.schema import (
     ACTIVE,
@@ -34,7 +35,6 @@ from artifactd.server.store.schema import (
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 VIEW_TYPES = ("active_only", "deleted_only", "all")
 _Row = TypeVar("_Row", RunRow, ExperimentRow)
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _EXPERIMENT_ID = re.compile(r"^[0-9]{1,10}$")
 MAX_EXPERIMENT_ID = 2**31 - 1  # experiment_id is a 32-bit INTEGER column
 
@@ -64,12 +64,6 @@ class Run:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def check_run_id(run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
-        raise InvalidArgument(f"run_id must be 32 lower-case hex characters, got {run_id!r}")
-    return run_id
 
 
 def check_experiment_id(experiment_id: str) -> int:
