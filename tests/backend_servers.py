@@ -4,7 +4,9 @@
 standalone server (`python -m moto.server`) on 127.0.0.1 and an ephemeral port, with a bucket
 made for the session; GCS on gcp-storage-emulator and Azure Blob on Azurite
 (.tools/node_modules/.bin/azurite-blob, installed by scripts/test_servers/azurite.sh), FTP on
-pyftpdlib and SFTP on Debian's OpenSSH sshd (scripts/test_servers/sftp.sh), likewise. Every
+pyftpdlib and SFTP on Debian's OpenSSH sshd (scripts/test_servers/sftp.sh), likewise; HDFS's
+adapter on pyarrow's local filesystem (no HDFS can run here), loaded as a third-party backend
+through the `artifactd.backends` entry points (plugins/artifactd_hdfs_standin.py). Every
 process is started in its own session and stopped by its PID. A server failing to start fails
 the tests that need it, saying why; they are never skipped.
 """
@@ -29,7 +31,8 @@ import pytest
 
 from servers import HOST, ServerProcess, start_server
 
-BACKENDS = ("local", "s3", "ftp", "sftp", "gcs", "azure")
+BACKENDS = ("local", "s3", "ftp", "sftp", "gcs", "azure", "hdfs-pyarrow")
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 BUCKET = "artifactd-conformance"
 S3_PREFIX = "root/artifacts"
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -83,6 +86,22 @@ AZURE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 AZURITE = Path(__file__).resolve().parent.parent / ".tools/node_modules/.bin/azurite-blob"
+
+
+def plugin_path(directory: Path, backends: dict[str, str]) -> str:
+    """A PYTHONPATH on which `backends` (scheme -> "module:factory") are installed entry points.
+
+    It holds a minimal `.dist-info` (what pip would leave) next to tests/plugins, so the server
+    finds the factories exactly as it finds those of a pip-installed package.
+    """
+    info = directory / "artifactd_test_plugins-1.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: artifactd-test-plugins\nVersion: 1.0\n"
+    )
+    lines = [f"{scheme} = {target}" for scheme, target in backends.items()]
+    (info / "entry_points.txt").write_text("[artifactd.backends]\n" + "\n".join(lines) + "\n")
+    return os.pathsep.join([str(directory), str(PLUGINS)])
 
 
 def _free_port() -> int:
@@ -381,6 +400,14 @@ def backend(
                 "ARTIFACTD_SFTP_SSH_CONFIG": str(keys / "no-ssh-config"),
                 "SSH_AUTH_SOCK": "",
             },
+        )  # fmt: skip
+    elif request.param == "hdfs-pyarrow":
+        root = base / "hdfs-root"
+        server = start_server(
+            root, base / "run", destination=f"hdfs-standin://{root}",
+            env={"PYTHONPATH": plugin_path(
+                base / "plugins", {"hdfs-standin": "artifactd_hdfs_standin:open_standin"}
+            )},
         )  # fmt: skip
     elif request.param == "gcs":
         from google.auth.credentials import AnonymousCredentials

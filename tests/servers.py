@@ -59,7 +59,8 @@ def start_server(
     """Starts `artifactd serve` on `root` and waits until its health service says SERVING.
 
     `destination` replaces `root` as `--artifacts-destination` (a URI such as `s3://bucket/p`;
-    `root` is then only recorded), and `env` adds to the server's environment.
+    `root` is then only recorded), and `env` adds to the server's environment (a `PYTHONPATH`
+    there comes after the source folders).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / f"port-{time.monotonic_ns()}"
@@ -69,7 +70,9 @@ def start_server(
         "--host", HOST, "--port", "0", "--port-file", str(port_file),
         "--artifacts-destination", destination or str(root), *args,
     ]  # fmt: skip
-    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(_source_roots())}
+    extra = (env or {}).get("PYTHONPATH")
+    path = os.pathsep.join([*_source_roots(), *([extra] if extra else [])])
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,

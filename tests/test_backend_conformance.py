@@ -1,7 +1,8 @@
 """The same behaviour on every storage backend, through a real artifactd server process.
 
 Each test runs once per backend in `backend_servers.BACKENDS` (local disk; S3 on moto's server;
-GCS on gcp-storage-emulator; Azure Blob on Azurite; FTP; SFTP),
+GCS on gcp-storage-emulator; Azure Blob on Azurite; FTP; SFTP; HDFS's adapter on pyarrow's local
+filesystem, as a plugin),
 against a server started for the session, under a fresh `prefix` of its own.
 """
 

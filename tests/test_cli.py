@@ -139,7 +139,7 @@ def test_storage_variable_warning_is_one_line(server: ServerProcess, prefix: str
 
 
 def test_serve_rejects_bad_configuration(tmp_path: Path) -> None:
-    done = cli("serve", "--artifacts-destination", "hdfs://namenode/prefix", "--port", "0")
+    done = cli("serve", "--artifacts-destination", "hdfx://namenode/prefix", "--port", "0")
     assert done.returncode == 1
     assert "unsupported artifacts destination scheme" in done.stderr
     # Checked before any connection is made (the endpoint is never contacted).

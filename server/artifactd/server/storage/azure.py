@@ -7,7 +7,7 @@ Credentials, in MLflow's order: `AZURE_STORAGE_CONNECTION_STRING` (its `BlobEndp
 Azurite's `BlobEndpoint=http://127.0.0.1:PORT/devstoreaccount1` works; an `AccountName` there must
 match the URI's account), then `AZURE_STORAGE_ACCESS_KEY` for the URI's account, then
 `DefaultAzureCredential` (the optional extra `artifactd[azure-identity]`).
-`MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT` bounds each request (default 60 s).
+`MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT` bounds each attempt (default 60 s); three attempts.
 
 Uploads are block blobs: every 8 MiB is staged as a block as it fills (at most one block in
 memory), and `commit_block_list` makes the file visible at commit, with the sha256 as metadata;
@@ -44,7 +44,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from artifactd.errors import (
     Aborted,
@@ -56,8 +56,7 @@ from artifactd.errors import (
 )
 from artifactd.paths import ArtifactPath, InvalidPath, parse
 from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
-from artifactd.server.storage.common import already_exists
-from artifactd.server.storage.gcs import artifact_timeout
+from artifactd.server.storage.common import REQUEST_ATTEMPTS, already_exists, transfer_timeout
 from artifactd.server.storage.object_store import (
     DIGEST_KEY,
     BufferedUpload,
@@ -87,7 +86,7 @@ class AzureBlobStorage(ObjectStoreStorage):
         env = dict(os.environ if environ is None else environ)
         self._container_name, self._account, self._host, prefix = _parse_destination(destination)
         super().__init__(prefix)
-        self.timeout = artifact_timeout(env)
+        self.timeout = transfer_timeout(env)
         self._service = _make_client(env, self._account, self._host, self.timeout)
         self.container: ContainerClient = self._service.get_container_client(self._container_name)
 
@@ -333,6 +332,11 @@ def _make_client(env: dict[str, str], account: str, host: str, timeout: float) -
     options: dict[str, Any] = {
         "connection_timeout": timeout,
         "read_timeout": timeout,
+        # The default (10 tries, backoff from 15 s) keeps an RPC waiting on a dead endpoint
+        # for minutes; botocore's 3 tries with short backoff answer UNAVAILABLE within seconds.
+        "retry_policy": ExponentialRetry(
+            initial_backoff=1, increment_base=2, retry_total=REQUEST_ATTEMPTS - 1
+        ),
         "max_single_get_size": DOWNLOAD_CHUNK,
         "max_chunk_get_size": DOWNLOAD_CHUNK,
     }

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
-from artifactd.errors import AlreadyExists
+from artifactd.errors import AlreadyExists, InvalidArgument
 from artifactd.paths import RESERVED_PREFIX, ArtifactPath, InvalidPath, parse
 
 log = logging.getLogger(__name__)
+
+TIMEOUT_VARIABLE = "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+REQUEST_ATTEMPTS = 3
+"""Tries per storage request where the backend's library lets us say (botocore's default)."""
 
 
 def is_reserved(name: str) -> bool:
@@ -30,3 +36,21 @@ def child_path(parent: ArtifactPath, name: str) -> ArtifactPath | None:
 
 def already_exists(path: ArtifactPath) -> AlreadyExists:
     return AlreadyExists(f"'{path}' already exists and the upload asked not to overwrite it")
+
+
+def transfer_timeout(env: Mapping[str, str]) -> float:
+    """MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT: seconds one storage request may take (default 60).
+
+    MLflow honours it on three backends; here every network backend does, so a storage server
+    that stops answering fails the RPC with UNAVAILABLE instead of hanging it. Checked at start-up.
+    """
+    raw = (env.get(TIMEOUT_VARIABLE) or "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise InvalidArgument(f"{TIMEOUT_VARIABLE} {raw!r} must be a positive number of seconds")
+    return value

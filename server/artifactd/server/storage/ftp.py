@@ -1,4 +1,5 @@
 """FTP: the artifact root is `ftp://user:password@host[:port]/path` (ftplib, passive mode).
+`MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT` (default 60 s) bounds every wait on the server.
 
 The recipe is remote_fs.py's. FTP specifics: the server must speak RFC 3659 (`MLST`/`MLSD`, as
 pyftpdlib, ProFTPD and Pure-FTPd do; vsftpd does not). `RNTO` replaces an existing file on most
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
+import os
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
 from artifactd.errors import (
-    AlreadyExists,
     ArtifactError,
     InvalidArgument,
     NotFound,
@@ -28,15 +29,15 @@ from artifactd.errors import (
     Unavailable,
 )
 from artifactd.server.storage.base import StorageCapabilities
+from artifactd.server.storage.common import transfer_timeout
 from artifactd.server.storage.remote_fs import (
     RemoteFileHandle,
     RemoteFS,
     RemoteStat,
     RemoteStorage,
     RemoteWriter,
+    refuse_existing,
 )
-
-_TIMEOUT = 30.0
 
 
 class FTPStorage(RemoteStorage[ftplib.FTP]):
@@ -52,6 +53,7 @@ class FTPStorage(RemoteStorage[ftplib.FTP]):
             parts.port or 21,
             unquote(parts.username or "anonymous"),
             unquote(parts.password or ""),
+            transfer_timeout(os.environ),
         )
         self._path = unquote(parts.path) or "/"
         super().__init__(self._fs_impl, self._path)
@@ -63,12 +65,13 @@ class FTPStorage(RemoteStorage[ftplib.FTP]):
 
 
 class _FTP(RemoteFS[ftplib.FTP]):
-    def __init__(self, host: str, port: int, user: str, password: str) -> None:
+    def __init__(self, host: str, port: int, user: str, password: str, timeout: float) -> None:
         self.host, self.port, self.user = host, port, user
         self._password = password
+        self._timeout = timeout
 
     def connect(self) -> ftplib.FTP:
-        conn = ftplib.FTP(timeout=_TIMEOUT, encoding="utf-8")  # noqa: S321 - FTP is asked for
+        conn = ftplib.FTP(timeout=self._timeout, encoding="utf-8")  # noqa: S321 - FTP is asked for
         with self.errors(f"connecting to {self.host}:{self.port}"):
             try:
                 conn.connect(self.host, self.port)
@@ -149,10 +152,8 @@ class _FTP(RemoteFS[ftplib.FTP]):
         conn.delete(remote)
 
     def rename(self, conn: ftplib.FTP, source: str, target: str, *, overwrite: bool) -> None:
-        # RNTO overwrites on most servers and FTP has no exclusive rename: check, then rename.
-        # Two uploads racing to create the same new name may both succeed (the last one wins).
-        if not overwrite and self.stat(conn, target) is not None:
-            raise AlreadyExists(target)
+        if not overwrite:  # RNTO replaces on most servers; FTP has no exclusive rename
+            refuse_existing(self, conn, target)
         conn.rename(source, target)
 
     def open_write(self, conn: ftplib.FTP, remote: str) -> RemoteWriter:

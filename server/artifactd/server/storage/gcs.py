@@ -5,7 +5,8 @@ policy are shared with S3 (`object_store.py`).
 
 Configuration, as MLflow reads it: `MLFLOW_GCS_UPLOAD_CHUNK_SIZE` and
 `MLFLOW_GCS_DOWNLOAD_CHUNK_SIZE` (bytes, multiples of 256 KiB, checked at start-up; default
-8 MiB), `MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT` (seconds per request, default 60),
+8 MiB), `MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT` (seconds per attempt, default 60; retries end
+after three times that),
 `STORAGE_EMULATOR_HOST` (then anonymous), else Application Default Credentials, falling back to
 anonymous access when there are none.
 
@@ -38,6 +39,7 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
 from google.cloud import storage as gcs
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from artifactd.errors import (
     Aborted,
@@ -48,7 +50,7 @@ from artifactd.errors import (
 )
 from artifactd.paths import RESERVED_PREFIX, ROOT, ArtifactPath
 from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
-from artifactd.server.storage.common import already_exists
+from artifactd.server.storage.common import REQUEST_ATTEMPTS, already_exists, transfer_timeout
 from artifactd.server.storage.object_store import (
     DIGEST_KEY,
     BufferedUpload,
@@ -63,7 +65,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_QUANTUM = 256 * 1024
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-DEFAULT_TIMEOUT = 60.0
 MAX_COMPOSE = 32
 UPLOAD_PREFIX = f"{RESERVED_PREFIX}upload-"
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -82,7 +83,13 @@ class GCSStorage(ObjectStoreStorage):
         super().__init__(prefix)
         self.upload_chunk = _chunk_size(env, "MLFLOW_GCS_UPLOAD_CHUNK_SIZE")
         self.download_chunk = _chunk_size(env, "MLFLOW_GCS_DOWNLOAD_CHUNK_SIZE")
-        self.timeout = artifact_timeout(env)
+        timeout = transfer_timeout(env)
+        # Each attempt waits at most `timeout`; retries stop after REQUEST_ATTEMPTS times that
+        # (the library's default retries a server that does not answer for two minutes).
+        self.request: dict[str, Any] = {
+            "timeout": timeout,
+            "retry": DEFAULT_RETRY.with_timeout(REQUEST_ATTEMPTS * timeout),
+        }
         self._client = _make_client(env)
         self.bucket = self._client.bucket(self._bucket_name)
 
@@ -96,19 +103,19 @@ class GCSStorage(ObjectStoreStorage):
             return fn()
         except gexc.GoogleAPICallError as exc:
             raise gcs_error(exc, path) from None
-        except (requests.RequestException, GoogleAuthError, OSError) as exc:
+        except (gexc.RetryError, requests.RequestException, GoogleAuthError, OSError) as exc:
             raise gcs_error(exc, path) from None
 
     # -- the object-store primitives --------------------------------------------------------
 
     def _head_key(self, key: str, path: ArtifactPath) -> ObjectInfo | None:
-        blob = self.call(path, lambda: self.bucket.get_blob(key, timeout=self.timeout))
+        blob = self.call(path, lambda: self.bucket.get_blob(key, **self.request))
         return None if blob is None else _info(blob)
 
     def _any_below(self, prefix: str, path: ArtifactPath) -> bool:
         def first() -> bool:
             blobs = self._client.list_blobs(
-                self.bucket, prefix=prefix, max_results=1, timeout=self.timeout
+                self.bucket, prefix=prefix, max_results=1, **self.request
             )
             return any(True for _ in blobs)
 
@@ -117,7 +124,7 @@ class GCSStorage(ObjectStoreStorage):
     def _list_level(
         self, prefix: str, start_after: str | None, path: ArtifactPath
     ) -> Iterator[tuple[str, ObjectInfo | None]]:
-        kwargs: dict[str, Any] = {"prefix": prefix, "delimiter": "/", "timeout": self.timeout}
+        kwargs: dict[str, Any] = {"prefix": prefix, "delimiter": "/", **self.request}
         if start_after is not None:
             kwargs["start_offset"] = start_after  # inclusive; the walk skips what it returned
         iterator = self._client.list_blobs(self.bucket, **kwargs)
@@ -134,18 +141,17 @@ class GCSStorage(ObjectStoreStorage):
 
     def _delete_key(self, key: str, path: ArtifactPath) -> None:
         try:
-            self.bucket.delete_blob(key, timeout=self.timeout)
+            self.bucket.delete_blob(key, **self.request)
         except gexc.NotFound:
             pass
-        except (gexc.GoogleAPICallError, requests.RequestException, GoogleAuthError) as exc:
+        except (gexc.GoogleAPIError, requests.RequestException, GoogleAuthError) as exc:
             raise gcs_error(exc, path) from None
 
     def _delete_below(self, prefix: str, path: ArtifactPath) -> bool:
         names = self.call(
             path,
             lambda: [
-                b.name
-                for b in self._client.list_blobs(self.bucket, prefix=prefix, timeout=self.timeout)
+                b.name for b in self._client.list_blobs(self.bucket, prefix=prefix, **self.request)
             ],
         )
         for name in names:
@@ -165,7 +171,7 @@ class GCSStorage(ObjectStoreStorage):
 
         def stale() -> list[str]:
             blobs = self._client.list_blobs(
-                self.bucket, prefix=self.dir_prefix(ROOT), timeout=self.timeout
+                self.bucket, prefix=self.dir_prefix(ROOT), **self.request
             )
             return [
                 b.name
@@ -206,7 +212,7 @@ class _GCSUpload(BufferedUpload):
         storage.call(
             self._path,
             lambda: storage.bucket.blob(name).upload_from_string(
-                data, if_generation_match=0, timeout=storage.timeout, checksum="crc32c"
+                data, if_generation_match=0, **storage.request, checksum="crc32c"
             ),
         )
         if len(self._parts) == MAX_COMPOSE:
@@ -218,7 +224,7 @@ class _GCSUpload(BufferedUpload):
         name = self._new_part_name()
         target = storage.bucket.blob(name)
         sources = [storage.bucket.blob(n) for n in self._parts]
-        storage.call(self._path, lambda: target.compose(sources, timeout=storage.timeout))
+        storage.call(self._path, lambda: target.compose(sources, **storage.request))
         old, self._parts = self._parts, [name]
         for part in old:
             storage._delete_key(part, self._path)
@@ -249,7 +255,7 @@ class _GCSUpload(BufferedUpload):
             lambda: blob.upload_from_string(
                 data,
                 if_generation_match=condition,
-                timeout=self._storage.timeout,
+                **self._storage.request,
                 checksum="crc32c",
             ),
             overwrite,
@@ -261,7 +267,7 @@ class _GCSUpload(BufferedUpload):
         sources = [storage.bucket.blob(n) for n in self._parts]
         condition = None if overwrite else 0
         self._write_final(
-            lambda: blob.compose(sources, if_generation_match=condition, timeout=storage.timeout),
+            lambda: blob.compose(sources, if_generation_match=condition, **storage.request),
             overwrite,
         )
         self._discard()
@@ -294,14 +300,14 @@ class _GCSReader(FileReader):
                     start=position,
                     end=stop - 1,
                     raw_download=True,
-                    timeout=storage.timeout,
+                    **storage.request,
                     checksum=None,
                 )
             except gexc.NotFound:
                 raise Aborted(
                     f"'{path}' was replaced while being read; download it again"
                 ) from None
-            except (gexc.GoogleAPICallError, requests.RequestException, GoogleAuthError) as exc:
+            except (gexc.GoogleAPIError, requests.RequestException, GoogleAuthError) as exc:
                 raise gcs_error(exc, path) from None
             if not data:
                 break
@@ -336,22 +342,6 @@ def _chunk_size(env: dict[str, str], name: str) -> int:
             f"({CHUNK_QUANTUM}), e.g. {DEFAULT_CHUNK_SIZE}"
         )
     return int(raw)
-
-
-def artifact_timeout(env: dict[str, str]) -> float:
-    """MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT: seconds per request (default 60)."""
-    raw = (env.get("MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT") or "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise InvalidArgument(
-            f"MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT {raw!r} must be a positive number of seconds"
-        )
-    return value
 
 
 def _make_client(env: dict[str, str]) -> gcs.Client:
@@ -390,6 +380,8 @@ def gcs_error(exc: BaseException, path: ArtifactPath) -> ArtifactError:
         status = int(exc.code or 0) if isinstance(exc.code, int) else 0
         detail = f"{status} {type(exc).__name__}: {exc.message}"
         return http_error(status or 503, detail, path, store="GCS bucket")
+    if isinstance(exc, gexc.RetryError):
+        return unreachable(exc.cause or exc, path, store="GCS bucket")
     if isinstance(exc, GoogleAuthError):
         return PermissionDenied(f"the server has no usable Google credentials: {exc}")
     return unreachable(exc, path, store="GCS bucket")

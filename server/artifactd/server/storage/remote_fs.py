@@ -93,6 +93,11 @@ class RemoteFileHandle(ABC):
 class RemoteFS(ABC, Generic[C]):
     """The primitives of one protocol. Errors leave as `artifactd.errors` (see `errors`)."""
 
+    removes_empty_dirs = True
+    """Whether `rmdir` refuses a non-empty directory by itself, atomically. Without that, the
+    directories an aborted upload made are left in place: removing them could take a file a
+    concurrent upload has just committed there."""
+
     @abstractmethod
     def connect(self) -> C: ...
 
@@ -119,7 +124,8 @@ class RemoteFS(ABC, Generic[C]):
     def mkdir(self, conn: C, remote: str) -> None: ...
 
     @abstractmethod
-    def rmdir(self, conn: C, remote: str) -> None: ...
+    def rmdir(self, conn: C, remote: str) -> None:
+        """Removes an empty directory; raises if it is not empty."""
 
     @abstractmethod
     def remove(self, conn: C, remote: str) -> None: ...
@@ -149,6 +155,15 @@ class RemoteFS(ABC, Generic[C]):
             return b"".join(handle.read(0, min(limit, handle.stat().size), limit))
         finally:
             handle.close()
+
+
+def refuse_existing(fs: RemoteFS[C], conn: C, target: str) -> None:
+    """Fail-if-exists for protocols whose rename replaces a file (FTP, pyarrow): check first.
+
+    Not atomic: two uploads racing to create the same new name can both pass (the last one wins).
+    """
+    if fs.stat(conn, target) is not None:
+        raise AlreadyExists(target)
 
 
 class ConnectionPool(Generic[C]):
@@ -252,6 +267,8 @@ class RemoteStorage(Storage, Generic[C]):
         return created
 
     def _remove_empty_dirs(self, conn: C, created: list[str]) -> None:
+        if not self._fs.removes_empty_dirs:
+            return
         for directory in reversed(created):
             try:
                 with self._fs.errors(f"'{directory}'"):

@@ -9,7 +9,8 @@ Configuration comes from the server's environment only, as MLflow reads it:
 prepended to every key), `MLFLOW_S3_IGNORE_TLS`, `AWS_CA_BUNDLE` (botocore reads it itself),
 `MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE`, `MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION`,
 `MLFLOW_S3_UPLOAD_EXTRA_ARGS` (a JSON object of PutObject / CreateMultipartUpload parameters such
-as `ServerSideEncryption`, checked at start-up), `AWS_DEFAULT_REGION` and boto3's credential chain.
+as `ServerSideEncryption`, checked at start-up), `MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT` (read
+timeout per request, default 60 s), `AWS_DEFAULT_REGION` and boto3's credential chain.
 
 Uploads: up to `PART_SIZE` bytes are buffered and stored with one PutObject at commit; a larger
 file becomes a multipart upload whose parts are sent as they fill, so at most one part is held in
@@ -61,7 +62,7 @@ from artifactd.errors import (
 )
 from artifactd.paths import ROOT, ArtifactPath
 from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
-from artifactd.server.storage.common import already_exists
+from artifactd.server.storage.common import already_exists, transfer_timeout
 from artifactd.server.storage.object_store import (
     DIGEST_KEY,
     BufferedUpload,
@@ -461,13 +462,14 @@ def _make_client(env: dict[str, str]) -> S3Client:
             f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE {style!r} must be auto, path or virtual"
         )
     signature = env.get("MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION") or "s3v4"
+    timeout = transfer_timeout(env)
     config = Config(
         signature_version=UNSIGNED if signature == "unsigned" else signature,
         s3=cast("_S3Dict", {"addressing_style": style}),
         retries=_retries(env),
         max_pool_connections=64,
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=min(10.0, timeout),
+        read_timeout=timeout,
     )
     verify: bool | str | None = False if _truthy(env.get("MLFLOW_S3_IGNORE_TLS")) else None
     if verify is None and env.get("AWS_CA_BUNDLE"):

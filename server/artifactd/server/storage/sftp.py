@@ -8,6 +8,7 @@ configuration files). Host keys are checked against `~/.ssh/known_hosts` (or
 `ARTIFACTD_SFTP_KNOWN_HOSTS`, or the config's `UserKnownHostsFile`) and the system's known hosts;
 an unknown host is refused unless `ARTIFACTD_SFTP_ACCEPT_NEW_HOST_KEYS=1`, which accepts (and
 remembers for the process) a host's first key. A changed key is always refused.
+`MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT` (default 60 s) bounds connecting and every request.
 
 Fail-if-exists is the protocol's plain rename, which refuses an existing target on OpenSSH and
 most servers (of two racing uploads exactly one wins); overwrite is `posix-rename@openssh.com`.
@@ -38,6 +39,7 @@ from artifactd.errors import (
     Unavailable,
 )
 from artifactd.server.storage.base import StorageCapabilities
+from artifactd.server.storage.common import transfer_timeout
 from artifactd.server.storage.remote_fs import (
     RemoteFileHandle,
     RemoteFS,
@@ -49,7 +51,6 @@ from artifactd.server.storage.remote_fs import (
 log = logging.getLogger(__name__)
 
 ACCEPT_NEW_ENV = "ARTIFACTD_SFTP_ACCEPT_NEW_HOST_KEYS"
-_TIMEOUT = 30.0
 
 Conn = tuple[paramiko.SSHClient, paramiko.SFTPClient]
 
@@ -129,6 +130,7 @@ class _SFTP(RemoteFS[Conn]):
                 with contextlib.suppress(OSError):
                     self._known.load(os.path.expanduser(path))
         self._accept_new = os.environ.get(ACCEPT_NEW_ENV, "") == "1"
+        self._timeout = transfer_timeout(os.environ)
 
     def connect(self) -> Conn:
         client = paramiko.SSHClient()
@@ -144,10 +146,14 @@ class _SFTP(RemoteFS[Conn]):
                 client.connect(
                     self.hostname, port=self.port, username=self.user, password=self._password,
                     key_filename=cast(Any, self._identities), look_for_keys=not self._identities,
-                    allow_agent=True, timeout=_TIMEOUT, banner_timeout=_TIMEOUT,
-                    auth_timeout=_TIMEOUT,
+                    allow_agent=True, timeout=self._timeout, banner_timeout=self._timeout,
+                    auth_timeout=self._timeout, channel_timeout=self._timeout,
                 )  # fmt: skip
-                return client, client.open_sftp()
+                sftp = client.open_sftp()
+                channel = sftp.get_channel()
+                if channel is not None:  # every request's wait, not just the login's
+                    channel.settimeout(self._timeout)
+                return client, sftp
         except BaseException:
             client.close()
             raise
