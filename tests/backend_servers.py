@@ -13,6 +13,7 @@ the tests that need it, saying why; they are never skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from servers import HOST, ServerProcess, start_server
 
@@ -450,3 +453,26 @@ def backend(
         if azure is not None:
             azure.close()
         assert code == 0, f"server exited with {code}:\n{server.log_text()}"
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway service-account JSON whose RSA key signs URLs offline (token_uri unused)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "artifactd",
+        "private_key_id": "test-key",
+        "private_key": pem,
+        "client_email": "signer@artifactd.iam.gserviceaccount.com",
+        "client_id": "1234567890",
+        "token_uri": "http://127.0.0.1:9/token",  # never contacted: signing is local
+    }
+    path = tmp_path_factory.mktemp("gcs-signing") / "service-account.json"
+    path.write_text(json.dumps(info))
+    return path

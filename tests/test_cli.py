@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from conftest import sha256_of, write_random
@@ -23,10 +24,11 @@ def cli(
     }
     if server is not None:
         full_env["ARTIFACTD_SERVER"] = server.target
-    return subprocess.run(
-        [sys.executable, "-m", "artifactd.cli.main", *args],
-        capture_output=True, text=True, env=full_env, timeout=120, check=False,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="artifactd-cli-") as cwd:  # for a default store
+        return subprocess.run(
+            [sys.executable, "-m", "artifactd.cli.main", *args],
+            capture_output=True, text=True, env=full_env, timeout=120, check=False, cwd=cwd,
+        )  # fmt: skip
 
 
 def test_log_list_download_rm(server: ServerProcess, prefix: str, tmp_path: Path) -> None:
@@ -174,8 +176,13 @@ def test_serve_configured_by_environment_only(tmp_path: Path) -> None:
         "ARTIFACTD_PORT_FILE": str(port_file),
         "ARTIFACTD_GRACE_PERIOD": "5",
     }
-    process = subprocess.Popen([sys.executable, "-m", "artifactd.cli.main", "serve"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "artifactd.cli.main", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )  # fmt: skip  (the default SQLite store lands there)
     try:
         deadline = time.monotonic() + 30
         while not port_file.exists():

@@ -24,6 +24,7 @@ import grpc
 from tqdm import tqdm
 
 from artifactd import malloc
+from artifactd.client.direct import DirectDownload, DirectSettings, DirectUpload
 from artifactd.client.localfiles import Destination, VerifiedFile
 from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, error
 from artifactd.client.settings import ClientSettings
@@ -67,10 +68,12 @@ class ArtifactClient(Connection):
         strict_env: bool | None = None,
         progress: bool = False,
         overwrite: bool = True,
+        direct: DirectSettings | None = None,
     ) -> None:
         super().__init__(target, settings=settings, strict_env=strict_env)
         self.progress = progress
         self.overwrite = overwrite
+        self.direct = direct if direct is not None else DirectSettings.from_env()
         malloc.keep_transfer_buffers()
         self._stub = pb_grpc.ArtifactServiceStub(self._channel)
 
@@ -164,6 +167,23 @@ class ArtifactClient(Connection):
         local = os.fspath(local_file)
         base, run = self._locate(artifact_path, run_id)
         destination = join(base, os.path.basename(local))
+        stat = os.stat(local)
+        if self.direct.enabled and stat.st_size >= self.direct.minimum_size:
+            with self._bar(stat.st_size, local) as bar:
+                identity = "|".join(
+                    (self.target, run, str(destination), os.path.abspath(local),
+                     str(stat.st_size), str(stat.st_mtime_ns))
+                )  # fmt: skip
+                direct = DirectUpload(
+                    self._stub,
+                    self.direct,
+                    self.settings.rpc_timeout,
+                    bar.update,
+                    identity,
+                )
+                info = direct.run(local, str(destination), run, self._policy())
+            if info is not None:
+                return _checked_info(info, destination)
         with open(local, "rb") as fh, self._bar(os.fstat(fh.fileno()).st_size, local) as bar:
             header = self._header(destination, os.fstat(fh.fileno()).st_size, run)
             messages = _file_messages(
@@ -225,11 +245,13 @@ class ArtifactClient(Connection):
             )
         return stored
 
+    def _policy(self) -> pb.OverwritePolicy.ValueType:
+        if self.overwrite:
+            return pb.OVERWRITE_POLICY_OVERWRITE
+        return pb.OVERWRITE_POLICY_FAIL_IF_EXISTS
+
     def _header(self, path: ArtifactPath, size: int, run_id: str) -> pb.UploadHeader:
-        policy = (
-            pb.OVERWRITE_POLICY_OVERWRITE if self.overwrite else pb.OVERWRITE_POLICY_FAIL_IF_EXISTS
-        )
-        return pb.UploadHeader(path=str(path), size=size, overwrite=policy, run_id=run_id)
+        return pb.UploadHeader(path=str(path), size=size, overwrite=self._policy(), run_id=run_id)
 
     def _batch_messages(
         self, batch: list[tuple[str, ArtifactPath]], run_id: str, bar: tqdm[Any] | None
@@ -262,9 +284,20 @@ class ArtifactClient(Connection):
         info = self.get_artifact_info(str(path), run_id=run or None)
         if info.is_dir:
             self._retrying(lambda: self._download_tree(path, run, destination))
-        else:
+        elif not self._download_directly(path, run, destination.file(path.parts), info):
             self._download_file(path, run, destination.file(path.parts))
         return os.path.join(dst, *path.parts)
+
+    def _download_directly(
+        self, path: ArtifactPath, run_id: str, target: str, info: ArtifactInfo
+    ) -> bool:
+        """Large files come straight from storage where it can presign (False: it cannot)."""
+        settings = self.direct
+        if not settings.download_enabled or info.file_size < settings.download_minimum_size:
+            return False
+        with self._bar(info.file_size, str(path)) as bar:
+            direct = DirectDownload(self._stub, settings, self.settings.rpc_timeout, bar.update)
+            return direct.run(str(path), run_id, target)
 
     def _download_file(self, path: ArtifactPath, run_id: str, target: str) -> None:
         download = _FileDownload(path, target, self._bar)

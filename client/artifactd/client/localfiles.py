@@ -56,6 +56,36 @@ arrive: hashing and writing release the GIL, and on the receiving thread they co
 receiving itself (measured: 0.8 s + 0.6 s per GiB of 1.5 s busy time)."""
 
 
+def temporary_name(target: str) -> str:
+    """A hidden name next to `target` for its download in progress."""
+    directory, name = os.path.split(target)
+    return os.path.join(directory, f"{RESERVED_PREFIX}{uuid.uuid4().hex[:12]}-{name}"[:255])
+
+
+def publish_verified(temp: str, target: str, size: int, sha256: str | None) -> None:
+    """Renames a complete download into place if its size and sha256 are the expected ones;
+    deletes it otherwise (for files written out of order, which cannot be hashed on the way)."""
+    try:
+        actual = os.path.getsize(temp)
+        if actual != size:
+            raise DataLoss(f"{target!r}: received {actual} of {size} bytes")
+        if sha256:
+            digest = hashlib.sha256()
+            with open(temp, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+            if digest.hexdigest() != sha256:
+                raise DataLoss(
+                    f"{target!r}: sha256 is {digest.hexdigest()} but the server stored {sha256}; "
+                    "the download was discarded"
+                )
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
 class VerifiedFile:
     """A download in progress, written to a temporary file and published by `commit` if valid."""
 
@@ -65,10 +95,7 @@ class VerifiedFile:
         self.expected_sha256 = expected_sha256 or None
         self.received = 0
         self._hash = hashlib.sha256()
-        directory, name = os.path.split(target)
-        self._temp = os.path.join(
-            directory, f"{RESERVED_PREFIX}{uuid.uuid4().hex[:12]}-{name}"[:255]
-        )
+        self._temp = temporary_name(target)
         self._file = open(self._temp, "wb")  # noqa: SIM115 - closed by commit/abort
         self._writer: BackgroundConsumer | None = None
         if expected_size >= BACKGROUND_WRITE_THRESHOLD:

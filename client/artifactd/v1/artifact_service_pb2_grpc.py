@@ -85,6 +85,36 @@ class ArtifactServiceStub:
                 request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.GetCapabilitiesRequest.SerializeToString,
                 response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.GetCapabilitiesResponse.FromString,
                 _registered_method=True)
+        self.CreateMultipartUpload = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/CreateMultipartUpload',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.CreateMultipartUploadRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.CreateMultipartUploadResponse.FromString,
+                _registered_method=True)
+        self.GetMultipartUploadUrls = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/GetMultipartUploadUrls',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.GetMultipartUploadUrlsRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.GetMultipartUploadUrlsResponse.FromString,
+                _registered_method=True)
+        self.ListMultipartUploadParts = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/ListMultipartUploadParts',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.ListMultipartUploadPartsRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.ListMultipartUploadPartsResponse.FromString,
+                _registered_method=True)
+        self.CompleteMultipartUpload = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/CompleteMultipartUpload',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.CompleteMultipartUploadRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.CompleteMultipartUploadResponse.FromString,
+                _registered_method=True)
+        self.AbortMultipartUpload = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/AbortMultipartUpload',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadResponse.FromString,
+                _registered_method=True)
+        self.GetDownloadUrl = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/GetDownloadUrl',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.GetDownloadUrlRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.GetDownloadUrlResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactServiceServicer:
@@ -168,6 +198,57 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateMultipartUpload(self, request, context):
+        """Starts a direct upload of one large file: the bytes go from the client straight to storage
+        in parts, through presigned URLs, and never through this server. The server records the
+        session (path, size, owner, expiry) and returns the part layout with URLs for the first
+        parts. `supported` is false when the storage behind the path cannot do this (local disk,
+        NFS, FTP, SFTP, HDFS): the client then streams through LogArtifact. Nothing is visible at
+        the path before CompleteMultipartUpload succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMultipartUploadUrls(self, request, context):
+        """Fresh presigned URLs for some parts of an open session (after expiry, or for later parts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMultipartUploadParts(self, request, context):
+        """The parts storage already holds for a session, so a client that lost track can resume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteMultipartUpload(self, request, context):
+        """Publishes the file from its parts, atomically, at the path the session was created for.
+        FAILED_PRECONDITION (naming the parts) when parts are missing, have the wrong size, or their
+        ETags differ from what storage holds; the session stays open so the client can fix them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortMultipartUpload(self, request, context):
+        """Discards a session and the parts uploaded for it. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDownloadUrl(self, request, context):
+        """A presigned GET for one file, valid for a bounded time, for clients that download large
+        files straight from storage (with parallel range requests). `supported` is false where the
+        storage cannot presign: the client then uses DownloadArtifact.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +291,36 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.GetCapabilities,
                     request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.GetCapabilitiesRequest.FromString,
                     response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.GetCapabilitiesResponse.SerializeToString,
+            ),
+            'CreateMultipartUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMultipartUpload,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.CreateMultipartUploadRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.CreateMultipartUploadResponse.SerializeToString,
+            ),
+            'GetMultipartUploadUrls': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMultipartUploadUrls,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.GetMultipartUploadUrlsRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.GetMultipartUploadUrlsResponse.SerializeToString,
+            ),
+            'ListMultipartUploadParts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMultipartUploadParts,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.ListMultipartUploadPartsRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.ListMultipartUploadPartsResponse.SerializeToString,
+            ),
+            'CompleteMultipartUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteMultipartUpload,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.CompleteMultipartUploadRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.CompleteMultipartUploadResponse.SerializeToString,
+            ),
+            'AbortMultipartUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortMultipartUpload,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadResponse.SerializeToString,
+            ),
+            'GetDownloadUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDownloadUrl,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.GetDownloadUrlRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.GetDownloadUrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +550,168 @@ class ArtifactService:
             '/artifactd.v1.ArtifactService/GetCapabilities',
             artifactd_dot_v1_dot_artifact__service__pb2.GetCapabilitiesRequest.SerializeToString,
             artifactd_dot_v1_dot_artifact__service__pb2.GetCapabilitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMultipartUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/CreateMultipartUpload',
+            artifactd_dot_v1_dot_artifact__service__pb2.CreateMultipartUploadRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.CreateMultipartUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMultipartUploadUrls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/GetMultipartUploadUrls',
+            artifactd_dot_v1_dot_artifact__service__pb2.GetMultipartUploadUrlsRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.GetMultipartUploadUrlsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMultipartUploadParts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/ListMultipartUploadParts',
+            artifactd_dot_v1_dot_artifact__service__pb2.ListMultipartUploadPartsRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.ListMultipartUploadPartsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteMultipartUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/CompleteMultipartUpload',
+            artifactd_dot_v1_dot_artifact__service__pb2.CompleteMultipartUploadRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.CompleteMultipartUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortMultipartUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/AbortMultipartUpload',
+            artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDownloadUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/GetDownloadUrl',
+            artifactd_dot_v1_dot_artifact__service__pb2.GetDownloadUrlRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.GetDownloadUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,30 @@ class ArtifactServiceStub:
     """
     GetCapabilities: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.GetCapabilitiesRequest, _artifact_service_pb2.GetCapabilitiesResponse]
     """Reports the server's transfer limits and which optional features its backend supports."""
+    CreateMultipartUpload: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.CreateMultipartUploadRequest, _artifact_service_pb2.CreateMultipartUploadResponse]
+    """Starts a direct upload of one large file: the bytes go from the client straight to storage
+    in parts, through presigned URLs, and never through this server. The server records the
+    session (path, size, owner, expiry) and returns the part layout with URLs for the first
+    parts. `supported` is false when the storage behind the path cannot do this (local disk,
+    NFS, FTP, SFTP, HDFS): the client then streams through LogArtifact. Nothing is visible at
+    the path before CompleteMultipartUpload succeeds.
+    """
+    GetMultipartUploadUrls: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.GetMultipartUploadUrlsRequest, _artifact_service_pb2.GetMultipartUploadUrlsResponse]
+    """Fresh presigned URLs for some parts of an open session (after expiry, or for later parts)."""
+    ListMultipartUploadParts: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.ListMultipartUploadPartsRequest, _artifact_service_pb2.ListMultipartUploadPartsResponse]
+    """The parts storage already holds for a session, so a client that lost track can resume."""
+    CompleteMultipartUpload: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.CompleteMultipartUploadRequest, _artifact_service_pb2.CompleteMultipartUploadResponse]
+    """Publishes the file from its parts, atomically, at the path the session was created for.
+    FAILED_PRECONDITION (naming the parts) when parts are missing, have the wrong size, or their
+    ETags differ from what storage holds; the session stays open so the client can fix them.
+    """
+    AbortMultipartUpload: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.AbortMultipartUploadRequest, _artifact_service_pb2.AbortMultipartUploadResponse]
+    """Discards a session and the parts uploaded for it. Idempotent."""
+    GetDownloadUrl: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.GetDownloadUrlRequest, _artifact_service_pb2.GetDownloadUrlResponse]
+    """A presigned GET for one file, valid for a bounded time, for clients that download large
+    files straight from storage (with parallel range requests). `supported` is false where the
+    storage cannot presign: the client then uses DownloadArtifact.
+    """
 
 @_typing.type_check_only
 class ArtifactServiceAsyncStub(ArtifactServiceStub):
@@ -127,6 +151,30 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """
     GetCapabilities: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.GetCapabilitiesRequest, _artifact_service_pb2.GetCapabilitiesResponse]  # type: ignore[assignment]
     """Reports the server's transfer limits and which optional features its backend supports."""
+    CreateMultipartUpload: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.CreateMultipartUploadRequest, _artifact_service_pb2.CreateMultipartUploadResponse]  # type: ignore[assignment]
+    """Starts a direct upload of one large file: the bytes go from the client straight to storage
+    in parts, through presigned URLs, and never through this server. The server records the
+    session (path, size, owner, expiry) and returns the part layout with URLs for the first
+    parts. `supported` is false when the storage behind the path cannot do this (local disk,
+    NFS, FTP, SFTP, HDFS): the client then streams through LogArtifact. Nothing is visible at
+    the path before CompleteMultipartUpload succeeds.
+    """
+    GetMultipartUploadUrls: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.GetMultipartUploadUrlsRequest, _artifact_service_pb2.GetMultipartUploadUrlsResponse]  # type: ignore[assignment]
+    """Fresh presigned URLs for some parts of an open session (after expiry, or for later parts)."""
+    ListMultipartUploadParts: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.ListMultipartUploadPartsRequest, _artifact_service_pb2.ListMultipartUploadPartsResponse]  # type: ignore[assignment]
+    """The parts storage already holds for a session, so a client that lost track can resume."""
+    CompleteMultipartUpload: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.CompleteMultipartUploadRequest, _artifact_service_pb2.CompleteMultipartUploadResponse]  # type: ignore[assignment]
+    """Publishes the file from its parts, atomically, at the path the session was created for.
+    FAILED_PRECONDITION (naming the parts) when parts are missing, have the wrong size, or their
+    ETags differ from what storage holds; the session stays open so the client can fix them.
+    """
+    AbortMultipartUpload: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.AbortMultipartUploadRequest, _artifact_service_pb2.AbortMultipartUploadResponse]  # type: ignore[assignment]
+    """Discards a session and the parts uploaded for it. Idempotent."""
+    GetDownloadUrl: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.GetDownloadUrlRequest, _artifact_service_pb2.GetDownloadUrlResponse]  # type: ignore[assignment]
+    """A presigned GET for one file, valid for a bounded time, for clients that download large
+    files straight from storage (with parallel range requests). `supported` is false where the
+    storage cannot presign: the client then uses DownloadArtifact.
+    """
 
 class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
     """ArtifactService stores and serves the artifacts of machine-learning runs.
@@ -222,5 +270,65 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_artifact_service_pb2.GetCapabilitiesResponse, _abc.Awaitable[_artifact_service_pb2.GetCapabilitiesResponse]]:
         """Reports the server's transfer limits and which optional features its backend supports."""
+
+    @_abc_1.abstractmethod
+    def CreateMultipartUpload(
+        self,
+        request: _artifact_service_pb2.CreateMultipartUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.CreateMultipartUploadResponse, _abc.Awaitable[_artifact_service_pb2.CreateMultipartUploadResponse]]:
+        """Starts a direct upload of one large file: the bytes go from the client straight to storage
+        in parts, through presigned URLs, and never through this server. The server records the
+        session (path, size, owner, expiry) and returns the part layout with URLs for the first
+        parts. `supported` is false when the storage behind the path cannot do this (local disk,
+        NFS, FTP, SFTP, HDFS): the client then streams through LogArtifact. Nothing is visible at
+        the path before CompleteMultipartUpload succeeds.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMultipartUploadUrls(
+        self,
+        request: _artifact_service_pb2.GetMultipartUploadUrlsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.GetMultipartUploadUrlsResponse, _abc.Awaitable[_artifact_service_pb2.GetMultipartUploadUrlsResponse]]:
+        """Fresh presigned URLs for some parts of an open session (after expiry, or for later parts)."""
+
+    @_abc_1.abstractmethod
+    def ListMultipartUploadParts(
+        self,
+        request: _artifact_service_pb2.ListMultipartUploadPartsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.ListMultipartUploadPartsResponse, _abc.Awaitable[_artifact_service_pb2.ListMultipartUploadPartsResponse]]:
+        """The parts storage already holds for a session, so a client that lost track can resume."""
+
+    @_abc_1.abstractmethod
+    def CompleteMultipartUpload(
+        self,
+        request: _artifact_service_pb2.CompleteMultipartUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.CompleteMultipartUploadResponse, _abc.Awaitable[_artifact_service_pb2.CompleteMultipartUploadResponse]]:
+        """Publishes the file from its parts, atomically, at the path the session was created for.
+        FAILED_PRECONDITION (naming the parts) when parts are missing, have the wrong size, or their
+        ETags differ from what storage holds; the session stays open so the client can fix them.
+        """
+
+    @_abc_1.abstractmethod
+    def AbortMultipartUpload(
+        self,
+        request: _artifact_service_pb2.AbortMultipartUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.AbortMultipartUploadResponse, _abc.Awaitable[_artifact_service_pb2.AbortMultipartUploadResponse]]:
+        """Discards a session and the parts uploaded for it. Idempotent."""
+
+    @_abc_1.abstractmethod
+    def GetDownloadUrl(
+        self,
+        request: _artifact_service_pb2.GetDownloadUrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.GetDownloadUrlResponse, _abc.Awaitable[_artifact_service_pb2.GetDownloadUrlResponse]]:
+        """A presigned GET for one file, valid for a bounded time, for clients that download large
+        files straight from storage (with parallel range requests). `supported` is false where the
+        storage cannot presign: the client then uses DownloadArtifact.
+        """
 
 def add_ArtifactServiceServicer_to_server(servicer: ArtifactServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from artifactd import defaults, malloc
 from artifactd.server import limits
+from artifactd.server.multipart import DirectUploads, Settings
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.run_servicer import RunServicer
 from artifactd.server.scopes import Scopes
@@ -29,6 +30,7 @@ from artifactd.server.servicer import ArtifactServicer
 from artifactd.server.storage import open_storage
 from artifactd.server.store.database import open_database, redact
 from artifactd.server.store.tracking import TrackingStore
+from artifactd.server.store.upload_sessions import UploadSessions
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
@@ -56,6 +58,9 @@ class ServerConfig:
     reflection: bool = True
     fsync: bool = True
     port_file: str | None = None
+    presigned_url_ttl: float = 900.0
+    multipart_session_ttl: float = 24 * 3600.0
+    presigned_download_ttl: float = 300.0
 
 
 class ArtifactServer:
@@ -78,9 +83,20 @@ class ArtifactServer:
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        self._servicer = ArtifactServicer(Scopes(self.roots, store), self._committer)
+        scopes = Scopes(self.roots, store)
+        self.direct = DirectUploads(
+            scopes,
+            UploadSessions(self.database),
+            Settings(
+                url_ttl=config.presigned_url_ttl,
+                session_ttl=config.multipart_session_ttl,
+                download_ttl=config.presigned_download_ttl,
+            ),
+        )
+        self._stopping = threading.Event()
+        self._servicer = ArtifactServicer(scopes, self._committer, self.direct)
         pb_grpc.add_ArtifactServiceServicer_to_server(self._servicer, self._server)
-        run_servicer = RunServicer(store, self.roots, self._servicer.in_flight)
+        run_servicer = RunServicer(store, self.roots, self._servicer.in_flight, self.direct)
         rpb_grpc.add_RunServiceServicer_to_server(run_servicer, self._server)
         if config.reflection:
             reflection.enable_server_reflection(
@@ -110,6 +126,16 @@ class ArtifactServer:
         return self.port
 
     def _sweep(self) -> None:
+        self._sweep_storage()
+        # Expired direct-upload sessions: checked often, since a session's parts occupy storage.
+        interval = min(60.0, max(0.5, self.config.multipart_session_ttl / 4))
+        while not self._stopping.wait(interval):
+            try:
+                self.direct.sweep()
+            except Exception:
+                log.exception("aborting expired multipart uploads failed")
+
+    def _sweep_storage(self) -> None:
         for storage in self.roots.storages:
             try:
                 removed = storage.sweep_incomplete_uploads(STALE_UPLOAD_AGE)
@@ -122,6 +148,7 @@ class ArtifactServer:
     def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING, no new calls, `grace` seconds for running ones, then stops."""
         self._health.enter_graceful_shutdown()
+        self._stopping.set()
         grace = self.config.grace_period if grace is None else grace
         stopped = self._server.stop(grace)
         # Transfers done before the grace ends: cut the calls left (health watches) right away.

@@ -90,6 +90,30 @@ _DEFAULTS = ServerConfig()
     help="Write the bound port to this file once serving (for --port 0).",
 )
 @click.option(
+    "--presigned-url-ttl",
+    envvar="ARTIFACTD_PRESIGNED_URL_TTL",
+    type=click.FloatRange(1, 7 * 24 * 3600),
+    default=_DEFAULTS.presigned_url_ttl,
+    show_default=True,
+    help="Seconds a presigned part-upload URL stays valid (clients refresh expired ones).",
+)
+@click.option(
+    "--multipart-session-ttl",
+    envvar="ARTIFACTD_MULTIPART_SESSION_TTL",
+    type=click.FloatRange(1),
+    default=_DEFAULTS.multipart_session_ttl,
+    show_default=True,
+    help="Seconds a direct (multipart) upload may stay open before it is aborted.",
+)
+@click.option(
+    "--presigned-download-ttl",
+    envvar="MLFLOW_PRESIGNED_DOWNLOAD_URL_TTL_SECONDS",
+    type=click.FloatRange(1, 7 * 24 * 3600),
+    default=_DEFAULTS.presigned_download_ttl,
+    show_default=True,
+    help="Seconds a presigned download URL stays valid.",
+)
+@click.option(
     "--log-level",
     envvar="ARTIFACTD_LOG_LEVEL",
     default="INFO",
@@ -107,6 +131,9 @@ def serve_command(
     reflection: bool,
     fsync: bool,
     port_file: str | None,
+    presigned_url_ttl: float,
+    multipart_session_ttl: float,
+    presigned_download_ttl: float,
     log_level: str,
 ) -> None:
     """Serve the artifact API over gRPC."""
@@ -124,6 +151,9 @@ def serve_command(
         reflection=reflection,
         fsync=fsync,
         port_file=port_file,
+        presigned_url_ttl=presigned_url_ttl,
+        multipart_session_ttl=multipart_session_ttl,
+        presigned_download_ttl=presigned_download_ttl,
     )
     try:
         code = serve(config)

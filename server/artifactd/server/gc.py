@@ -23,7 +23,9 @@ from typing import TypeVar
 from artifactd.errors import ArtifactError, FailedPrecondition, InvalidArgument, NotFound
 from artifactd.ids import check_run_id
 from artifactd.paths import ArtifactPath
+from artifactd.server.multipart import DirectUploads, Settings
 from artifactd.server.roots import ArtifactRoots
+from artifactd.server.scopes import Scopes
 from artifactd.server.store.schema import DELETED
 from artifactd.server.store.tracking import (
     Experiment,
@@ -32,6 +34,7 @@ from artifactd.server.store.tracking import (
     check_experiment_id,
     now_ms,
 )
+from artifactd.server.store.upload_sessions import UploadSessions
 from artifactd.v1 import run_service_pb2 as rpb
 
 log = logging.getLogger(__name__)
@@ -51,9 +54,12 @@ class _Plan:
 
 
 class GarbageCollector:
-    def __init__(self, store: TrackingStore, roots: ArtifactRoots) -> None:
+    def __init__(
+        self, store: TrackingStore, roots: ArtifactRoots, direct: DirectUploads | None = None
+    ) -> None:
         self._store = store
         self._roots = roots
+        self._direct = direct  # open direct uploads: a collected run's are aborted with it
 
     def collect(
         self,
@@ -66,6 +72,8 @@ class GarbageCollector:
         """One response per run and experiment handled, then the summary."""
         plan = self._plan(older_than, run_ids, experiment_ids)
         summary = rpb.GarbageSummary(dry_run=dry_run)
+        if self._direct is not None and not dry_run:
+            self._direct.sweep()  # expired sessions' parts are garbage too
         for event in plan.missing:
             yield _tally(summary, event)
         for run_id in plan.run_ids:
@@ -195,6 +203,8 @@ class GarbageCollector:
                 if claimed is None:
                     return _taken(kind, ident, busy)
                 uri = location_of(claimed)
+                if kind == _RUN and self._direct is not None:
+                    self._direct.abort_run(ident)  # parts of unfinished uploads go first
                 self._delete(uri, run_folder_of=ident if kind == _RUN else "")
         except (ArtifactError, OSError) as exc:
             return _failure(kind, ident, uri, exc)
@@ -273,7 +283,9 @@ def run_garbage_collection(
     database = open_database(backend_store_uri)
     storages = [open_storage(root, fsync=fsync) for root in artifact_roots]
     try:
-        collector = GarbageCollector(TrackingStore(database), ArtifactRoots(storages))
+        store, roots = TrackingStore(database), ArtifactRoots(storages)
+        direct = DirectUploads(Scopes(roots, store), UploadSessions(database), Settings())
+        collector = GarbageCollector(store, roots, direct)
         yield from collector.collect(
             older_than=older_than, run_ids=run_ids, experiment_ids=experiment_ids, dry_run=dry_run
         )

@@ -10,6 +10,7 @@ import grpc
 from artifactd.errors import InvalidArgument
 from artifactd.server import limits, paging
 from artifactd.server.gc import GarbageCollector
+from artifactd.server.multipart import DirectUploads
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.status import InFlight, translate_errors
 from artifactd.server.store.schema import ACTIVE
@@ -89,11 +90,17 @@ def _page(
 
 
 class RunServicer(rpb_grpc.RunServiceServicer):
-    def __init__(self, store: TrackingStore, roots: ArtifactRoots, in_flight: InFlight) -> None:
+    def __init__(
+        self,
+        store: TrackingStore,
+        roots: ArtifactRoots,
+        in_flight: InFlight,
+        direct: DirectUploads | None = None,
+    ) -> None:
         self.in_flight = in_flight  # shared with ArtifactService: a drain waits for a running GC
         self._store = store
         self._roots = roots
-        self._collector = GarbageCollector(store, roots)
+        self._collector = GarbageCollector(store, roots, direct)
 
     @translate_errors
     def CreateExperiment(  # noqa: N802 - gRPC method names

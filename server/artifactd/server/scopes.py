@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from artifactd.errors import FailedPrecondition, NotFound
 from artifactd.ids import check_run_id, is_run_id
 from artifactd.paths import ArtifactPath
-from artifactd.server.roots import ArtifactRoots, uri_of
+from artifactd.server.roots import ArtifactRoots, Location, uri_of
 from artifactd.server.storage.base import Entry, Storage
 from artifactd.server.store.schema import ACTIVE
 from artifactd.server.store.tracking import Run, TrackingStore
@@ -51,6 +51,10 @@ class Scopes:
         self._roots = roots
         self._store = store
         self.default = Scope(roots.default, ArtifactPath(()))
+
+    def locate(self, uri: str) -> Location:
+        """The root and path of a location URI recorded earlier (`PermissionDenied` outside)."""
+        return self._roots.locate(uri)
 
     def for_read(self, run_id: str) -> Scope:
         if not run_id:

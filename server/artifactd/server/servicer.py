@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from artifactd.errors import ArtifactError, InvalidArgument, NotFound, OutOfRange
 from artifactd.paths import MAX_PATH_BYTES, ArtifactPath, parse
 from artifactd.server import limits, paging
+from artifactd.server.convert import file_info
+from artifactd.server.direct_servicer import DirectTransferMethods
+from artifactd.server.multipart import DirectUploads
 from artifactd.server.scopes import Scope, Scopes, WriteScopes
 from artifactd.server.status import InFlight, translate_errors
 from artifactd.server.storage.base import Entry, Storage
@@ -33,18 +35,6 @@ from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-
-def file_info(entry: Entry) -> pb.FileInfo:
-    modified = Timestamp()
-    modified.FromNanoseconds(entry.mtime_ns)
-    return pb.FileInfo(
-        path=str(entry.path),
-        is_dir=entry.is_dir,
-        file_size=entry.size,
-        sha256=entry.sha256 or "",
-        modified_time=modified,
-    )
 
 
 def _header_reader(
@@ -76,9 +66,12 @@ def _finish_digest(message: UploadMessage) -> str | None:
     return parse_digest(message.finish.sha256, "finish sha256")  # type: ignore[attr-defined]
 
 
-class ArtifactServicer(pb_grpc.ArtifactServiceServicer):
-    def __init__(self, scopes: Scopes, committer: ThreadPoolExecutor) -> None:
+class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
+    def __init__(
+        self, scopes: Scopes, committer: ThreadPoolExecutor, direct: DirectUploads
+    ) -> None:
         self._scopes = scopes
+        self._direct = direct
         self._storage = scopes.default.storage
         self._committer = committer
         self.in_flight = InFlight()

@@ -21,6 +21,17 @@ Blocks nobody cleans up Azure discards after a week.
 
 Downloads are ranged reads pinned to the ETag the entry described (`If-Match`), so an overwrite
 during a download fails it (ABORTED) rather than mixing versions.
+
+Direct transfers (`DirectTransfers`) need an account key (from the connection string or
+`AZURE_STORAGE_ACCESS_KEY`) to sign service SAS URLs; with `DefaultAzureCredential` they are not
+offered (user-delegation SAS is not implemented). Azure has no upload object: the backend upload id
+is a random block-id prefix, and part n is the block `_block_id(upload_id, n)`, staged by the client
+with Put Block against the final blob name (uncommitted, so invisible) and published by
+`complete_multipart` with Put Block List. A part's "ETag" is its block id as sent on the wire (the
+`blockid` query parameter of the part URL, URL-decoded): Put Block answers with no ETag. An
+account-key SAS cannot be bound to one operation or query parameter, so a part URL allows any write
+of that blob (Put Blob, Put Block List) until it expires, and a download URL serves whatever version
+is there unless the client sends the `If-Match` it is given.
 """
 
 from __future__ import annotations
@@ -30,11 +41,12 @@ import contextlib
 import logging
 import os
 import re
+import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -44,7 +56,15 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ExponentialRetry
+from azure.storage.blob import (
+    BlobBlock,
+    BlobClient,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    ExponentialRetry,
+    generate_blob_sas,
+)
 
 from artifactd.errors import (
     Aborted,
@@ -55,7 +75,16 @@ from artifactd.errors import (
     PermissionDenied,
 )
 from artifactd.paths import ArtifactPath, InvalidPath, parse
-from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
+from artifactd.server.storage.base import (
+    DirectTransfers,
+    Entry,
+    FileReader,
+    PartLimits,
+    PresignedRequest,
+    StorageCapabilities,
+    StoredPart,
+    Upload,
+)
 from artifactd.server.storage.common import REQUEST_ATTEMPTS, already_exists, transfer_timeout
 from artifactd.server.storage.object_store import (
     DIGEST_KEY,
@@ -73,14 +102,16 @@ BLOCK_SIZE = 8 * 1024 * 1024
 DOWNLOAD_CHUNK = 4 * 1024 * 1024
 _CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+_MAX_PARTS = 50_000
 _T = TypeVar("_T")
 
 
-class AzureBlobStorage(ObjectStoreStorage):
+class AzureBlobStorage(ObjectStoreStorage, DirectTransfers):
     """An artifact root under `wasbs://container@account.blob.core.windows.net/prefix`."""
 
     name = "azure"
-    capabilities = StorageCapabilities(range_reads=True, multipart_upload=False)
+    part_limits = PartLimits(min_size=1, max_size=4000 * 1024 * 1024, max_parts=_MAX_PARTS)
 
     def __init__(self, destination: str, *, environ: dict[str, str] | None = None) -> None:
         env = dict(os.environ if environ is None else environ)
@@ -89,6 +120,11 @@ class AzureBlobStorage(ObjectStoreStorage):
         self.timeout = transfer_timeout(env)
         self._service = _make_client(env, self._account, self._host, self.timeout)
         self.container: ContainerClient = self._service.get_container_client(self._container_name)
+        self._signing_key = _account_key(self._service)
+        signs = self._signing_key is not None
+        self.capabilities = StorageCapabilities(
+            range_reads=True, multipart_upload=signs, presigned_urls=signs
+        )
 
     @property
     def uri(self) -> str:
@@ -175,6 +211,195 @@ class AzureBlobStorage(ObjectStoreStorage):
         self.container.close()
         self._service.close()
 
+    def commit_blocks(
+        self,
+        path: ArtifactPath,
+        blob: BlobClient,
+        blocks: list[BlobBlock],
+        sha256: str | None,
+        overwrite: bool,
+    ) -> None:
+        """Put Block List: `blocks` become the blob, atomically, with the digest as metadata.
+
+        Without `overwrite`, `If-None-Match: *` makes it fail with `AlreadyExists` if a blob is
+        there by then. Uncommitted blocks of the blob that are not listed are discarded by Azure.
+        """
+        condition: dict[str, Any] = (
+            {} if overwrite else {"match_condition": MatchConditions.IfMissing}
+        )
+
+        def commit() -> object:
+            try:
+                return blob.commit_block_list(
+                    blocks,
+                    metadata={DIGEST_KEY: sha256} if sha256 else None,
+                    timeout=self._timeout(),
+                    **condition,
+                )
+            except (ResourceExistsError, HttpResponseError) as exc:
+                if not overwrite and exc.status_code in (409, 412):
+                    raise already_exists(path) from None
+                raise
+
+        self.call(path, commit)
+
+    # -- direct transfers (SAS URLs) --------------------------------------------------------
+
+    def direct_upload_refusal(self) -> str | None:
+        if self._signing_key is not None:
+            return None
+        return (
+            "the server has no Azure account key (AZURE_STORAGE_CONNECTION_STRING with an "
+            "AccountKey, or AZURE_STORAGE_ACCESS_KEY) to sign SAS URLs with; signing with "
+            "DefaultAzureCredential (user-delegation SAS) is not supported"
+        )
+
+    def _sas(
+        self, path: ArtifactPath, permission: BlobSasPermissions, ttl: float
+    ) -> tuple[BlobClient, str, float]:
+        """(blob client, SAS query string, expiry in epoch seconds) for the blob of `path`."""
+        if self._signing_key is None:
+            raise FailedPrecondition(self.direct_upload_refusal() or "no Azure account key")
+        account, key = self._signing_key
+        blob = self.container.get_blob_client(self.key(path))
+        expires = int(time.time() + max(1.0, ttl))  # a SAS expiry has whole seconds
+        sas = generate_blob_sas(
+            account,
+            self._container_name,
+            self.key(path),
+            account_key=key,
+            permission=permission,
+            expiry=datetime.fromtimestamp(expires, UTC),
+            protocol="https" if blob.url.startswith("https:") else None,
+        )
+        return blob, sas, float(expires)
+
+    def _check_upload(self, upload_id: str, number: int | None = None) -> None:
+        if not _UPLOAD_ID.match(upload_id):
+            raise InvalidArgument(f"{upload_id!r} is not an Azure multipart upload id")
+        if number is not None and not 1 <= number <= _MAX_PARTS:
+            raise InvalidArgument(f"part numbers are 1..{_MAX_PARTS}, not {number}")
+
+    def create_multipart(self, path: ArtifactPath, *, size: int, sha256: str | None) -> str:
+        """A new block-id prefix: Azure has nothing to create (blocks are staged against the
+        blob itself and stay invisible until committed); the digest is given again at completion."""
+        refusal = self.direct_upload_refusal()
+        if refusal is not None:
+            raise FailedPrecondition(refusal)
+        self.check_writable(path)
+        return uuid.uuid4().hex
+
+    def presign_part(
+        self, path: ArtifactPath, upload_id: str, number: int, size: int, ttl: float
+    ) -> PresignedRequest:
+        """A Put Block of block `_wire_block_id(upload_id, number)`, signed with a write SAS.
+
+        The SAS cannot bind the size, the operation nor the block id: `complete_multipart`'s
+        caller checks sizes against `list_parts`. No headers are needed (the SAS's `sv` sets the
+        API version).
+        """
+        self._check_upload(upload_id, number)
+        blob, sas, expires = self._sas(path, BlobSasPermissions(write=True), ttl)
+        block = quote(_wire_block_id(upload_id, number), safe="")
+        url = f"{blob.url}?{sas}&comp=block&blockid={block}"
+        return PresignedRequest(url, "PUT", {}, expires)
+
+    def list_parts(self, path: ArtifactPath, upload_id: str) -> list[StoredPart]:
+        """The uncommitted blocks of this upload; `StoredPart.etag` is the block id as the part URL
+        sends it (its `blockid` query parameter, URL-decoded), since Put Block returns no ETag.
+
+        Azure keeps no upload object, so an upload whose blocks are gone (completed, aborted,
+        expired after 7 days, or discarded by another commit to the blob) lists no parts rather
+        than raising `NotFound`.
+        """
+        self._check_upload(upload_id)
+        blob = self.container.get_blob_client(self.key(path))
+        try:
+            _, uncommitted = blob.get_block_list("uncommitted", timeout=self._timeout())
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) == "ContainerNotFound":
+                raise azure_error(exc, path, self._container_name) from None
+            return []
+        except AzureError as exc:
+            raise azure_error(exc, path, self._container_name) from None
+        parts = []
+        for block in uncommitted:
+            number = _part_number(str(block.id), upload_id)
+            if number is not None:
+                parts.append(StoredPart(number, _wire_block_id(upload_id, number), block.size))
+        return sorted(parts, key=lambda p: p.number)
+
+    def complete_multipart(
+        self,
+        path: ArtifactPath,
+        upload_id: str,
+        parts: Sequence[StoredPart],
+        *,
+        size: int,
+        sha256: str | None,
+        overwrite: bool,
+    ) -> Entry:
+        """Put Block List of the parts' blocks, in order (`If-None-Match: *` without overwrite).
+
+        Each part's etag must be its block id (as `list_parts` reports it).
+        """
+        self._check_upload(upload_id)
+        blocks = []
+        for part in parts:
+            self._check_upload(upload_id, part.number)
+            if part.etag != _wire_block_id(upload_id, part.number):
+                raise FailedPrecondition(
+                    f"part {part.number} of '{path}' is not a block of this upload"
+                )
+            blocks.append(BlobBlock(_block_id(upload_id, part.number)))
+        blob = self.container.get_blob_client(self.key(path))
+        self.commit_blocks(path, blob, blocks, sha256, overwrite)
+        return self.stat_file(path)[0]
+
+    def abort_multipart(self, path: ArtifactPath, upload_id: str) -> None:
+        """Drops the upload's blocks where that is safe; otherwise Azure drops them.
+
+        Azure cannot delete single uncommitted blocks. When no committed blob exists and every
+        uncommitted block is this upload's, the blob is deleted (which removes its uncommitted
+        blocks; `If-None-Match: *` guards against a blob committed meanwhile, which Azurite does
+        not enforce). Otherwise the blocks are left: they are invisible, the next commit of the
+        blob discards them, and Azure deletes them after 7 days. Nothing is ever committed here
+        (an empty block list would create a visible empty blob) and a committed blob is never
+        touched.
+        """
+        if not _UPLOAD_ID.match(upload_id):
+            return
+        if self._head(path) is not None:
+            return
+        blob = self.container.get_blob_client(self.key(path))
+        try:
+            _, uncommitted = blob.get_block_list("uncommitted", timeout=self._timeout())
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise azure_error(exc, path, self._container_name) from None
+        ours = [b for b in uncommitted if _part_number(str(b.id), upload_id) is not None]
+        if not ours or len(ours) != len(uncommitted):
+            return  # nothing of ours, or another upload's blocks too: leave them to Azure
+        try:
+            blob.delete_blob(match_condition=MatchConditions.IfMissing, timeout=self._timeout())
+        except (ResourceNotFoundError, ResourceExistsError):
+            pass
+        except HttpResponseError as exc:
+            if exc.status_code != 412:
+                raise azure_error(exc, path, self._container_name) from None
+        except AzureError as exc:
+            raise azure_error(exc, path, self._container_name) from None
+
+    def presign_download(self, path: ArtifactPath, ttl: float) -> tuple[Entry, PresignedRequest]:
+        """A GET with a read SAS and `If-Match: <ETag>`: an account-key SAS cannot pin a version,
+        so the header does (Azure answers 412 if the blob was replaced), if the client sends it."""
+        entry, info = self.stat_file(path)
+        blob, sas, expires = self._sas(path, BlobSasPermissions(read=True), ttl)
+        return entry, PresignedRequest(
+            f"{blob.url}?{sas}", "GET", {"If-Match": str(info.version)}, expires
+        )
+
 
 class _AzureUpload(BufferedUpload):
     def __init__(self, storage: AzureBlobStorage, path: ArtifactPath) -> None:
@@ -185,8 +410,7 @@ class _AzureUpload(BufferedUpload):
         self._blocks: list[BlobBlock] = []
 
     def _send_part(self, data: bytes) -> None:
-        raw = f"{self._tag}-{len(self._blocks):06d}".encode()
-        block_id = base64.b64encode(raw).decode()
+        block_id = _block_id(self._tag, len(self._blocks))
         self._blocks.append(BlobBlock(block_id))  # first: a failed request may have landed
         self._storage.call(
             self._path,
@@ -201,24 +425,7 @@ class _AzureUpload(BufferedUpload):
         self._finish_parts(sha256, overwrite)
 
     def _finish_parts(self, sha256: str, overwrite: bool) -> None:
-        condition: dict[str, Any] = (
-            {} if overwrite else {"match_condition": MatchConditions.IfMissing}
-        )
-
-        def commit() -> object:
-            try:
-                return self._blob.commit_block_list(
-                    self._blocks,
-                    metadata={DIGEST_KEY: sha256},
-                    timeout=self._storage._timeout(),
-                    **condition,
-                )
-            except (ResourceExistsError, HttpResponseError) as exc:
-                if not overwrite and exc.status_code in (409, 412):
-                    raise already_exists(self._path) from None
-                raise
-
-        self._storage.call(self._path, commit)
+        self._storage.commit_blocks(self._path, self._blob, self._blocks, sha256, overwrite)
         self._blocks = []
 
     def _discard(self) -> None:
@@ -373,7 +580,43 @@ def _make_client(env: dict[str, str], account: str, host: str, timeout: float) -
     return BlobServiceClient(url, credential=DefaultAzureCredential(), **options)
 
 
+def _account_key(service: BlobServiceClient) -> tuple[str, str] | None:
+    """(account name, account key) when the client signs with a shared key, else None."""
+    credential = service.credential
+    name = getattr(credential, "account_name", None)
+    key = getattr(credential, "account_key", None)
+    if isinstance(name, str) and isinstance(key, str) and name and key:
+        return name, key
+    return None
+
+
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _block_id(tag: str, number: int) -> str:
+    """The block id (as the SDK takes it) of block `number` of the upload `tag`.
+
+    Every id has the same length (Azure refuses blocks of a blob whose ids differ in length), for
+    streamed and direct uploads alike; the SDK base64-encodes it once more on the wire.
+    """
+    return base64.b64encode(f"{tag}-{number:06d}".encode()).decode()
+
+
+def _wire_block_id(tag: str, number: int) -> str:
+    """The block id as the REST API sees it (the `blockid` query parameter, before quoting)."""
+    return base64.b64encode(_block_id(tag, number).encode()).decode()
+
+
+def _part_number(block_id: str, tag: str) -> int | None:
+    """The number of a block (id as the SDK lists it) if it belongs to the upload `tag`."""
+    try:
+        raw = base64.b64decode(block_id, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    name, _, number = raw.rpartition("-")
+    if name != tag or len(number) != 6 or not number.isdigit():
+        return None
+    return int(number)
 
 
 def _ns(moment: datetime | None) -> int:

@@ -9,7 +9,7 @@ and its helpers, so a backend is only the mapping of these verbs onto its storag
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -143,3 +143,86 @@ class Storage(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Releases connections; called once at server shutdown."""
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    """An HTTP request a client makes straight to storage, signed by the server's credentials."""
+
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: float  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """A part of a multipart upload as storage holds it (or as a client says it uploaded it)."""
+
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PartLimits:
+    """The backend's rules for multipart uploads."""
+
+    min_size: int  # every part but the last
+    max_size: int
+    max_parts: int
+
+
+class DirectTransfers(ABC):
+    """Optional, for backends that take and serve bytes without the server in the middle.
+
+    A storage class that inherits this supports presigned multipart uploads and presigned
+    downloads. Sessions (who may complete what, where, until when) are the server's business
+    (`artifactd.server.multipart`); the adapter only maps these verbs onto its storage. Nothing is
+    visible at `path` until `complete_multipart` succeeds.
+    """
+
+    part_limits: PartLimits
+
+    def direct_upload_refusal(self) -> str | None:
+        """Why direct uploads cannot be offered with this configuration (None: they can)."""
+        return None
+
+    @abstractmethod
+    def create_multipart(self, path: ArtifactPath, *, size: int, sha256: str | None) -> str:
+        """Starts a multipart upload to `path`; returns the backend's id for it."""
+
+    @abstractmethod
+    def presign_part(
+        self, path: ArtifactPath, upload_id: str, number: int, size: int, ttl: float
+    ) -> PresignedRequest:
+        """A PUT of part `number` (1-based, `size` bytes) valid for `ttl` seconds."""
+
+    @abstractmethod
+    def list_parts(self, path: ArtifactPath, upload_id: str) -> list[StoredPart]:
+        """The parts storage holds, by number; `NotFound` when the upload is gone."""
+
+    @abstractmethod
+    def complete_multipart(
+        self,
+        path: ArtifactPath,
+        upload_id: str,
+        parts: Sequence[StoredPart],
+        *,
+        size: int,
+        sha256: str | None,
+        overwrite: bool,
+    ) -> Entry:
+        """Publishes the parts (already checked against `list_parts`) as the file at `path`.
+
+        `AlreadyExists` with `overwrite=False` if a file is there by then (atomically where the
+        backend can).
+        """
+
+    @abstractmethod
+    def abort_multipart(self, path: ArtifactPath, upload_id: str) -> None:
+        """Discards the upload and its parts; no error if it is already gone."""
+
+    @abstractmethod
+    def presign_download(self, path: ArtifactPath, ttl: float) -> tuple[Entry, PresignedRequest]:
+        """The file at `path` and a GET for exactly that version, valid for `ttl` seconds."""

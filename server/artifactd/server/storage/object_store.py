@@ -132,12 +132,16 @@ class ObjectStoreStorage(Storage):
     # -- writing -----------------------------------------------------------------------------
 
     def start_upload(self, path: ArtifactPath) -> Upload:
+        self.check_writable(path)
+        return self._upload(path)
+
+    def check_writable(self, path: ArtifactPath) -> None:
+        """Refuses what cannot become a file: the root, a directory, a path below a file."""
         if path.is_root:
             raise FailedPrecondition("the artifact root is a directory, not a file")
         if self._is_dir(path):
             raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
         self._check_parents(path)
-        return self._upload(path)
 
     def _check_parents(self, path: ArtifactPath) -> None:
         """Refuses a path below a file (the disk backend cannot have both; keep stores the same)."""
@@ -157,7 +161,8 @@ class ObjectStoreStorage(Storage):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def open_file(self, path: ArtifactPath) -> FileReader:
+    def stat_file(self, path: ArtifactPath) -> tuple[Entry, ObjectInfo]:
+        """The file at `path` (`NotFound`, or `FailedPrecondition` for a directory)."""
         if path.is_root:
             raise FailedPrecondition("the artifact root is a directory; download it as a directory")
         info = self._head(path)
@@ -165,7 +170,10 @@ class ObjectStoreStorage(Storage):
             if self._is_dir(path):
                 raise FailedPrecondition(f"'{path}' is a directory, not a file")
             raise self._missing(path)
-        return self._reader(_file_entry(path, info), info)
+        return _file_entry(path, info), info
+
+    def open_file(self, path: ArtifactPath) -> FileReader:
+        return self._reader(*self.stat_file(path))
 
     def stat(self, path: ArtifactPath) -> Entry:
         if path.is_root:

@@ -36,7 +36,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -57,11 +57,21 @@ from artifactd.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     PermissionDenied,
     Unavailable,
 )
 from artifactd.paths import ROOT, ArtifactPath
-from artifactd.server.storage.base import Entry, FileReader, StorageCapabilities, Upload
+from artifactd.server.storage.base import (
+    DirectTransfers,
+    Entry,
+    FileReader,
+    PartLimits,
+    PresignedRequest,
+    StorageCapabilities,
+    StoredPart,
+    Upload,
+)
 from artifactd.server.storage.common import already_exists, transfer_timeout
 from artifactd.server.storage.object_store import (
     DIGEST_KEY,
@@ -116,11 +126,11 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
-class S3Storage(ObjectStoreStorage):
+class S3Storage(ObjectStoreStorage, DirectTransfers):
     """An artifact root under `s3://bucket/prefix`."""
 
     name = "s3"
-    capabilities = StorageCapabilities(range_reads=True, multipart_upload=False)
+    part_limits = PartLimits(min_size=5 * 1024**2, max_size=5 * 1024**3, max_parts=10_000)
 
     def __init__(self, destination: str, *, environ: dict[str, str] | None = None) -> None:
         env = dict(os.environ if environ is None else environ)
@@ -128,6 +138,12 @@ class S3Storage(ObjectStoreStorage):
         super().__init__(prefix)
         self._client: S3Client = _make_client(env)
         self._extra_args = _upload_extra_args(env, self._client)
+        self._env = env
+        self._presigner: S3Client | None = None
+        direct = self.direct_upload_refusal() is None
+        self.capabilities = StorageCapabilities(
+            range_reads=True, multipart_upload=direct, presigned_urls=direct
+        )
 
     @property
     def uri(self) -> str:
@@ -259,6 +275,128 @@ class S3Storage(ObjectStoreStorage):
 
     def close(self) -> None:
         self._client.close()
+        if self._presigner is not None:
+            self._presigner.close()
+
+    # -- direct transfers (presigned) -------------------------------------------------------
+
+    def direct_upload_refusal(self) -> str | None:
+        if self._env.get("MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION") == "unsigned":
+            return "the server uses unsigned S3 requests, so it cannot presign URLs"
+        if any(name.startswith("SSECustomer") for name in self._extra_args):
+            return (
+                "MLFLOW_S3_UPLOAD_EXTRA_ARGS uses a customer-provided key (SSE-C), which every "
+                "part upload would have to carry: the server does not hand it to clients"
+            )
+        return None
+
+    def _signing_client(self) -> S3Client:
+        """A client for presigning in the bucket's own region: a URL signed for another region
+        is refused by S3 (the server's client may have been made for AWS_DEFAULT_REGION)."""
+        if self._presigner is None:
+            region = self._client.meta.region_name
+            try:
+                head = self._client.head_bucket(Bucket=self._bucket)
+                region = head["ResponseMetadata"]["HTTPHeaders"].get("x-amz-bucket-region", region)
+            except (ClientError, BotoCoreError) as exc:
+                raise s3_error(exc, ROOT, self._bucket) from None
+            if region == self._client.meta.region_name:
+                self._presigner = self._client
+            else:
+                self._presigner = _make_client({**self._env, "AWS_DEFAULT_REGION": region})
+        return self._presigner
+
+    def _presign(self, operation: str, params: dict[str, Any], ttl: float) -> PresignedRequest:
+        expires = max(1, int(ttl))
+        try:
+            url = self._signing_client().generate_presigned_url(
+                operation, Params=params, ExpiresIn=expires
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, ROOT, self._bucket) from None
+        method = "PUT" if operation == "upload_part" else "GET"
+        return PresignedRequest(url, method, {}, time.time() + expires)
+
+    def create_multipart(self, path: ArtifactPath, *, size: int, sha256: str | None) -> str:
+        self.check_writable(path)
+        extra = dict(self._extra_args)
+        if sha256:
+            extra["Metadata"] = {**extra.get("Metadata", {}), DIGEST_KEY: sha256}
+        try:
+            reply = self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self.key(path), **extra
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, path, self._bucket) from None
+        return reply["UploadId"]
+
+    def presign_part(
+        self, path: ArtifactPath, upload_id: str, number: int, size: int, ttl: float
+    ) -> PresignedRequest:
+        params = {
+            "Bucket": self._bucket, "Key": self.key(path), "UploadId": upload_id,
+            "PartNumber": number,
+        }  # fmt: skip
+        return self._presign("upload_part", params, ttl)
+
+    def list_parts(self, path: ArtifactPath, upload_id: str) -> list[StoredPart]:
+        parts: list[StoredPart] = []
+        paginator = self._client.get_paginator("list_parts")
+        try:
+            for page in paginator.paginate(
+                Bucket=self._bucket, Key=self.key(path), UploadId=upload_id
+            ):
+                parts.extend(
+                    StoredPart(p["PartNumber"], p["ETag"], p["Size"]) for p in page.get("Parts", [])
+                )
+        except ClientError as exc:
+            if _code(exc) == "NoSuchUpload":
+                raise NotFound(f"the multipart upload of '{path}' is gone from storage") from None
+            raise s3_error(exc, path, self._bucket) from None
+        except BotoCoreError as exc:
+            raise s3_error(exc, path, self._bucket) from None
+        return sorted(parts, key=lambda p: p.number)
+
+    def complete_multipart(
+        self,
+        path: ArtifactPath,
+        upload_id: str,
+        parts: Sequence[StoredPart],
+        *,
+        size: int,
+        sha256: str | None,
+        overwrite: bool,
+    ) -> Entry:
+        listed: list[CompletedPartTypeDef] = [
+            {"PartNumber": p.number, "ETag": p.etag} for p in parts
+        ]
+        conditional_write(
+            lambda condition: self._client.complete_multipart_upload(
+                Bucket=self._bucket, Key=self.key(path), UploadId=upload_id,
+                MultipartUpload={"Parts": listed}, **condition,
+            ),
+            overwrite, path, self._bucket,
+        )  # fmt: skip
+        return self.stat_file(path)[0]
+
+    def abort_multipart(self, path: ArtifactPath, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self._bucket, Key=self.key(path), UploadId=upload_id
+            )
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchUpload", *_NOT_FOUND_CODES):
+                raise s3_error(exc, path, self._bucket) from None
+        except BotoCoreError as exc:
+            raise s3_error(exc, path, self._bucket) from None
+
+    def presign_download(self, path: ArtifactPath, ttl: float) -> tuple[Entry, PresignedRequest]:
+        entry, info = self.stat_file(path)
+        params = {"Bucket": self._bucket, "Key": self.key(path), "IfMatch": str(info.version)}
+        request = self._presign("get_object", params, ttl)
+        # If-Match is a signed header: the GET must carry it, and fails if the object changed.
+        headers = {"If-Match": str(info.version)}
+        return entry, PresignedRequest(request.url, "GET", headers, request.expires_at)
 
 
 class _S3Upload(BufferedUpload):
@@ -296,18 +434,7 @@ class _S3Upload(BufferedUpload):
         self._parts.append({"PartNumber": number, "ETag": part["ETag"]})
 
     def _conditional(self, call: Any, overwrite: bool) -> Any:
-        try:
-            return call({} if overwrite else {"IfNoneMatch": "*"})
-        except ClientError as exc:
-            if _code(exc) == "PreconditionFailed" and not overwrite:
-                raise already_exists(self._path) from None
-            if _code(exc) == "ConditionalRequestConflict":
-                raise Aborted(
-                    f"another upload of '{self._path}' was completing at the same time; retry"
-                ) from None
-            raise self._fail(exc) from None
-        except BotoCoreError as exc:
-            raise self._fail(exc) from None
+        return conditional_write(call, overwrite, self._path, self._bucket)
 
     def _put_whole(self, data: bytes, sha256: str, overwrite: bool) -> None:
         extra = dict(self._storage._extra_args)
@@ -526,6 +653,23 @@ def _upload_extra_args(env: dict[str, str], client: S3Client) -> dict[str, Any]:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def conditional_write(call: Any, overwrite: bool, path: ArtifactPath, bucket: str) -> Any:
+    """Runs `call(condition)`: no condition to overwrite, `If-None-Match: *` to refuse an
+    existing object atomically (of two racing writers exactly one wins)."""
+    try:
+        return call({} if overwrite else {"IfNoneMatch": "*"})
+    except ClientError as exc:
+        if _code(exc) == "PreconditionFailed" and not overwrite:
+            raise already_exists(path) from None
+        if _code(exc) == "ConditionalRequestConflict":
+            raise Aborted(
+                f"another upload of '{path}' was completing at the same time; retry"
+            ) from None
+        raise s3_error(exc, path, bucket) from None
+    except BotoCoreError as exc:
+        raise s3_error(exc, path, bucket) from None
 
 
 def _ns(moment: datetime) -> int:

@@ -67,3 +67,27 @@ class RunRow(Base):
     # Set when the run was deleted by deleting its experiment: restoring the experiment restores
     # exactly these, not runs someone had deleted on their own before.
     deleted_with_experiment: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MultipartUploadRow(Base):
+    """An open direct (presigned) upload: what the client may complete, and where it lands.
+
+    The destination (`root_uri`, `path`) is fixed at creation and never taken from a later
+    request, so a session can only ever publish the file it was created for.
+    """
+
+    __tablename__ = "artifactd_multipart_uploads"
+    __table_args__ = (Index("ix_artifactd_multipart_uploads_expiry", "expiry_time"),)
+
+    upload_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    root_uri: Mapped[str] = mapped_column(exact_string(MAX_LOCATION_LENGTH))
+    path: Mapped[str] = mapped_column(exact_string(MAX_LOCATION_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(32))  # "" for plain paths
+    owner: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH))  # "" until authentication
+    backend_upload_id: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))  # "" when not declared
+    overwrite: Mapped[bool] = mapped_column(Boolean)
+    creation_time: Mapped[int] = mapped_column(BigInteger)
+    expiry_time: Mapped[int] = mapped_column(BigInteger)

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+
+from artifactd.server.store.migrations.types import exact_string
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-
-def exact_string(length: int) -> sa.types.TypeEngine[str]:
-    """Byte-wise comparison on MySQL/MariaDB too (their default collations ignore case)."""
-    return sa.String(length).with_variant(
-        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
-    )
 
 
 def upgrade() -> None:

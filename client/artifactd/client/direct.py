@@ -1,0 +1,449 @@
+"""Direct uploads: a large file goes in parts straight to storage through presigned URLs.
+
+The server creates the session and hands out URLs; the bytes never pass through it. Parts go up
+in parallel, each streamed from the file (memory per part is one read buffer, never the part),
+each retried with backoff on network errors and 5xx/429 answers, and re-signed when storage
+refuses a URL (403: expired) or it is about to expire. A fatal failure aborts the session, so
+storage keeps nothing. A client killed midway resumes: the session id is kept in a small state
+file keyed by destination and file (path, size, mtime), and the next attempt uploads only the
+parts storage does not have yet.
+
+TLS for part requests follows the storage variables MLflow applies to them:
+`MLFLOW_S3_IGNORE_TLS` (no verification) and `AWS_CA_BUNDLE` / `REQUESTS_CA_BUNDLE` (CA file).
+They only affect how URLs the server signed are fetched, never where artifacts go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+import urllib3
+
+from artifactd.client.localfiles import publish_verified, temporary_name
+from artifactd.client.rpc import error
+from artifactd.errors import ArtifactError, DataLoss, FailedPrecondition, NotFound, Unavailable
+from artifactd.v1 import artifact_service_pb2 as pb
+from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+
+MiB = 1024 * 1024
+ENABLE_VARIABLE = "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"
+MINIMUM_SIZE_VARIABLE = "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE"
+PART_SIZE_VARIABLE = "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE"
+WORKERS_VARIABLE = "ARTIFACTD_MULTIPART_WORKERS"
+STATE_DIR_VARIABLE = "ARTIFACTD_STATE_DIR"
+DOWNLOAD_ENABLE_VARIABLE = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
+DOWNLOAD_MINIMUM_VARIABLE = "MLFLOW_MULTIPART_DOWNLOAD_MINIMUM_FILE_SIZE"
+DOWNLOAD_CHUNK_VARIABLE = "MLFLOW_MULTIPART_DOWNLOAD_CHUNK_SIZE"
+DEFAULT_DOWNLOAD_CHUNK = 100 * MiB  # as MLflow
+DEFAULT_MINIMUM_SIZE = 500 * MiB  # as MLflow
+DEFAULT_PART_SIZE = 64 * MiB
+DEFAULT_WORKERS = 4
+READ_BUFFER = 1 * MiB
+PART_ATTEMPTS = 5
+REFRESH_MARGIN = 60.0  # seconds: a URL expiring sooner is re-signed before use
+
+
+@dataclass(frozen=True)
+class DirectSettings:
+    enabled: bool = True
+    minimum_size: int = DEFAULT_MINIMUM_SIZE
+    part_size: int = DEFAULT_PART_SIZE
+    workers: int = DEFAULT_WORKERS
+    state_dir: str = ""
+    download_enabled: bool = True
+    download_minimum_size: int = DEFAULT_MINIMUM_SIZE
+    download_chunk_size: int = DEFAULT_DOWNLOAD_CHUNK
+
+    @classmethod
+    def from_env(cls) -> DirectSettings:
+        env = os.environ
+        return cls(
+            enabled=_on(ENABLE_VARIABLE),
+            minimum_size=_size(MINIMUM_SIZE_VARIABLE, DEFAULT_MINIMUM_SIZE, 1),
+            part_size=_size(PART_SIZE_VARIABLE, DEFAULT_PART_SIZE, 1),
+            workers=_size(WORKERS_VARIABLE, DEFAULT_WORKERS, 1, 64),
+            state_dir=env.get(STATE_DIR_VARIABLE)
+            or os.path.join(os.path.expanduser("~"), ".cache", "artifactd", "uploads"),
+            download_enabled=_on(DOWNLOAD_ENABLE_VARIABLE),
+            download_minimum_size=_size(DOWNLOAD_MINIMUM_VARIABLE, DEFAULT_MINIMUM_SIZE, 1),
+            download_chunk_size=_size(DOWNLOAD_CHUNK_VARIABLE, DEFAULT_DOWNLOAD_CHUNK, 1),
+        )
+
+
+def _on(name: str) -> bool:
+    """On unless the variable says false (direct transfers are the default here)."""
+    return os.environ.get(name, "").strip().lower() not in ("false", "0", "no", "off")
+
+
+def _size(name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise FailedPrecondition(f"{name}={raw!r} must be a whole number {bound}")
+    return int(raw)
+
+
+def _http() -> urllib3.PoolManager:
+    if os.environ.get("MLFLOW_S3_IGNORE_TLS", "").strip().lower() in ("1", "true", "yes"):
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        return urllib3.PoolManager(maxsize=64, cert_reqs="CERT_NONE")
+    bundle = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("REQUESTS_CA_BUNDLE")
+    if bundle:
+        return urllib3.PoolManager(maxsize=64, ca_certs=bundle)
+    return urllib3.PoolManager(maxsize=64)
+
+
+def file_digest(local: str) -> str:
+    digest = hashlib.sha256()
+    with open(local, "rb") as fh:
+        while block := fh.read(READ_BUFFER):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _PartReader:
+    """Bytes [offset, offset + size) of a file, read as urllib3 sends them."""
+
+    def __init__(self, local: str, offset: int, size: int, sent: Callable[[int], None]) -> None:
+        self._local, self._offset, self._size, self._sent = local, offset, size, sent
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self._local, "rb") as fh:
+            fh.seek(self._offset)
+            remaining = self._size
+            while remaining > 0:
+                block = fh.read(min(READ_BUFFER, remaining))
+                if not block:
+                    raise DataLoss(f"{self._local} shrank while it was being uploaded")
+                remaining -= len(block)
+                self._sent(len(block))
+                yield block
+
+
+class _Refused(Exception):
+    """Storage refused a part's URL (expired or otherwise not accepted): sign it again."""
+
+
+def _etag(part: pb.UploadPart, response: Any, local: str) -> str:
+    """What identifies an uploaded part: the ETag storage answered with; for Azure blocks
+    (which answer none) the block id the URL put it under; else the part's MD5, which is GCS's
+    ETag for an object (its emulator answers uploads without the header)."""
+    etag = response.headers.get("ETag")
+    if etag:
+        return str(etag)
+    block = parse_qs(urlsplit(part.request.url).query).get("blockid")
+    if block:
+        return block[0]
+    digest = hashlib.md5(usedforsecurity=False)
+    for data in _PartReader(local, part.offset, part.size, lambda _n: None):
+        digest.update(data)
+    return digest.hexdigest()
+
+
+class _DirectTransfer:
+    def __init__(
+        self,
+        stub: pb_grpc.ArtifactServiceStub,
+        settings: DirectSettings,
+        rpc_timeout: float | None,
+        progress: Callable[[int], object],
+    ) -> None:
+        self._stub = stub
+        self._settings = settings
+        self._timeout = rpc_timeout
+        self._progress = progress
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise error(exc) from None
+
+
+class DirectUpload(_DirectTransfer):
+    """One file's direct upload; `run` returns the stored FileInfo, or None if unsupported."""
+
+    def __init__(
+        self,
+        stub: pb_grpc.ArtifactServiceStub,
+        settings: DirectSettings,
+        rpc_timeout: float | None,
+        progress: Callable[[int], object],
+        identity: str,
+    ) -> None:
+        super().__init__(stub, settings, rpc_timeout, progress)
+        self._state = Path(settings.state_dir) / (
+            hashlib.sha256(identity.encode()).hexdigest()[:32] + ".json"
+        )
+        self._lock = threading.Lock()
+        self._urls: dict[int, pb.UploadPart] = {}
+        self._part_count = 0
+
+    def run(
+        self, local: str, path: str, run_id: str, overwrite: pb.OverwritePolicy.ValueType
+    ) -> pb.FileInfo | None:
+        size = os.path.getsize(local)
+        sha256 = file_digest(local)
+        upload_id, layout = self._resume()
+        if upload_id is None:
+            created = self._call(
+                self._stub.CreateMultipartUpload,
+                pb.CreateMultipartUploadRequest(
+                    path=path, run_id=run_id, size=size, sha256=sha256, overwrite=overwrite,
+                    part_size=self._settings.part_size,
+                ),
+            )  # fmt: skip
+            if not created.supported:
+                return None
+            upload_id = created.upload_id
+            layout = (created.part_size, created.part_count)
+            self._urls = {p.part_number: p for p in created.parts}
+            self._remember(upload_id)
+            done: dict[int, str] = {}
+        else:
+            done = self._stored(upload_id, size, layout)
+        part_size, part_count = layout
+        self._part_count = part_count
+        try:
+            etags = self._send(upload_id, local, size, part_size, part_count, done)
+            completed = self._call(
+                self._stub.CompleteMultipartUpload,
+                pb.CompleteMultipartUploadRequest(
+                    upload_id=upload_id,
+                    parts=[pb.StoredPart(part_number=n, etag=e) for n, e in sorted(etags.items())],
+                ),
+            )
+        except (ArtifactError, OSError) as exc:
+            if not isinstance(exc, Unavailable):  # a lost connection may resume next time
+                self._abort(upload_id)
+            raise
+        self._forget()
+        info: pb.FileInfo = completed.file
+        if info.file_size != size or (info.sha256 and info.sha256 != sha256):
+            raise DataLoss(
+                f"storage reports {info.file_size} bytes, sha256 {info.sha256 or '?'} for "
+                f"{path}; sent {size} bytes, sha256 {sha256}"
+            )
+        return info
+
+    # -- resuming --------------------------------------------------------------------------
+
+    def _resume(self) -> tuple[str | None, tuple[int, int]]:
+        try:
+            upload_id = json.loads(self._state.read_text())["upload_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, (0, 0)
+        try:
+            listed = self._call(
+                self._stub.ListMultipartUploadParts,
+                pb.ListMultipartUploadPartsRequest(upload_id=upload_id),
+            )
+        except NotFound:
+            self._forget()
+            return None, (0, 0)
+        self._listed = listed
+        return str(upload_id), (listed.part_size, listed.part_count)
+
+    def _stored(self, upload_id: str, size: int, layout: tuple[int, int]) -> dict[int, str]:
+        part_size, part_count = layout
+        done = {}
+        for part in self._listed.parts:
+            last = size - part_size * (part_count - 1)
+            if part.size == (part_size if part.part_number < part_count else last):
+                done[part.part_number] = part.etag
+        return done
+
+    def _remember(self, upload_id: str) -> None:
+        with contextlib.suppress(OSError):  # resuming is a convenience; the upload goes on
+            self._state.parent.mkdir(parents=True, exist_ok=True)
+            self._state.write_text(json.dumps({"upload_id": upload_id}))
+
+    def _forget(self) -> None:
+        with contextlib.suppress(OSError):
+            self._state.unlink()
+
+    def _abort(self, upload_id: str) -> None:
+        with contextlib.suppress(ArtifactError):  # else the server's sweeper aborts it later
+            self._call(
+                self._stub.AbortMultipartUpload, pb.AbortMultipartUploadRequest(upload_id=upload_id)
+            )
+        self._forget()
+
+    # -- parts -----------------------------------------------------------------------------
+
+    def _url(self, upload_id: str, number: int, *, fresh: bool = False) -> pb.UploadPart:
+        with self._lock:
+            part = self._urls.get(number)
+            soon = time.time() + REFRESH_MARGIN
+            if fresh or part is None or part.request.expires_time.ToSeconds() < soon:
+                ahead = range(number + 1, min(number + 50, self._part_count + 1))
+                wanted = [number] + [n for n in ahead if n not in self._urls]
+                reply = self._call(
+                    self._stub.GetMultipartUploadUrls,
+                    pb.GetMultipartUploadUrlsRequest(upload_id=upload_id, part_numbers=wanted),
+                )
+                self._urls.update({p.part_number: p for p in reply.parts})
+                part = self._urls[number]
+            return part
+
+    def _send(
+        self,
+        upload_id: str,
+        local: str,
+        size: int,
+        part_size: int,
+        part_count: int,
+        done: dict[int, str],
+    ) -> dict[int, str]:
+        http = _http()
+        etags = dict(done)
+        last = size - part_size * (part_count - 1)
+        for number in done:
+            self._progress(part_size if number < part_count else last)
+        todo = [n for n in range(1, part_count + 1) if n not in done]
+        with ThreadPoolExecutor(self._settings.workers, thread_name_prefix="part") as pool:
+            futures = {pool.submit(self._put, http, upload_id, local, n): n for n in todo}
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    for other in futures:
+                        other.cancel()
+                    raise future.exception()  # type: ignore[misc]
+            for future, number in futures.items():
+                etags[number] = future.result()
+        return etags
+
+    def _put(self, http: urllib3.PoolManager, upload_id: str, local: str, number: int) -> str:
+        fresh = False
+        for attempt in range(PART_ATTEMPTS):
+            part = self._url(upload_id, number, fresh=fresh)
+            sent = 0
+
+            def count(n: int) -> None:
+                nonlocal sent
+                sent += n
+                self._progress(n)
+
+            headers = dict(part.request.headers)
+            headers["Content-Length"] = str(part.size)
+            try:
+                response = http.request(
+                    part.request.method or "PUT",
+                    part.request.url,
+                    body=_PartReader(local, part.offset, part.size, count),
+                    headers=headers,
+                    retries=False,
+                    preload_content=True,
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                self._progress(-sent)
+                if attempt == PART_ATTEMPTS - 1:
+                    raise Unavailable(f"part {number} could not be uploaded: {exc}") from None
+                _pause(attempt)
+                continue
+            if 200 <= response.status < 300:
+                return _etag(part, response, local)
+            self._progress(-sent)
+            body = response.data[:300].decode("utf-8", "replace")
+            if response.status in (401, 403) and attempt < PART_ATTEMPTS - 1:
+                fresh = True  # expired or refused signature: sign again
+                continue
+            if (response.status >= 500 or response.status in (408, 429)) and (
+                attempt < PART_ATTEMPTS - 1
+            ):
+                _pause(attempt)
+                continue
+            raise FailedPrecondition(
+                f"storage refused part {number} with HTTP {response.status}: {body}"
+            )
+        raise Unavailable(f"part {number} could not be uploaded after {PART_ATTEMPTS} attempts")
+
+
+def _pause(attempt: int) -> None:
+    time.sleep(min(8.0, 0.25 * 2**attempt))
+
+
+class DirectDownload(_DirectTransfer):
+    """One file fetched straight from storage with parallel range GETs of a presigned URL."""
+
+    def run(self, path: str, run_id: str, target: str) -> bool:
+        """Downloads into `target` (verified, then renamed into place); False if the storage
+        cannot presign, so the caller streams instead."""
+        reply = self._call(
+            self._stub.GetDownloadUrl, pb.GetDownloadUrlRequest(path=path, run_id=run_id)
+        )
+        if not reply.supported:
+            return False
+        size, chunk = reply.file.file_size, self._settings.download_chunk_size
+        temp = temporary_name(target)
+        http = _http()
+        with open(temp, "wb") as fh:
+            fh.truncate(size)
+        try:
+            ranges = [(start, min(size, start + chunk)) for start in range(0, size, chunk)]
+            with ThreadPoolExecutor(self._settings.workers, thread_name_prefix="range") as pool:
+                list(pool.map(lambda r: self._fetch(http, reply.request, temp, *r), ranges))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        publish_verified(temp, target, size, reply.file.sha256 or None)
+        return True
+
+    def _fetch(
+        self, http: urllib3.PoolManager, request: pb.PresignedRequest, temp: str, start: int,
+        end: int,
+    ) -> None:  # fmt: skip
+        headers = {**request.headers, "Range": f"bytes={start}-{end - 1}"}
+        for attempt in range(PART_ATTEMPTS):
+            position = start
+            try:
+                response = http.request(
+                    "GET", request.url, headers=headers, retries=False, preload_content=False
+                )
+                try:
+                    if response.status not in (200, 206):
+                        body = response.read(300).decode("utf-8", "replace")
+                        if response.status >= 500 and attempt < PART_ATTEMPTS - 1:
+                            _pause(attempt)
+                            continue
+                        raise FailedPrecondition(
+                            f"storage refused bytes {start}-{end - 1} with HTTP "
+                            f"{response.status} (the file changed, or the URL expired): {body}"
+                        )
+                    with open(temp, "r+b") as fh:
+                        fh.seek(start)
+                        for block in response.stream(READ_BUFFER):
+                            if position + len(block) > end:
+                                raise DataLoss("storage sent more bytes than the range asked")
+                            fh.write(block)
+                            position += len(block)
+                            self._progress(len(block))
+                finally:
+                    response.release_conn()
+            except urllib3.exceptions.HTTPError as exc:
+                self._progress(start - position)
+                if attempt == PART_ATTEMPTS - 1:
+                    raise Unavailable(
+                        f"bytes {start}-{end - 1} could not be fetched: {exc}"
+                    ) from None
+                _pause(attempt)
+                continue
+            if position == end:
+                return
+            self._progress(start - position)
+        raise Unavailable(f"bytes {start}-{end - 1} could not be fetched")

@@ -1,0 +1,108 @@
+"""A real HTTP proxy on 127.0.0.1 in front of a storage server, which can misbehave on cue.
+
+Direct uploads go from the client straight to storage; the faults they must survive (a 503 on
+one part, a refused URL, a part that never finishes) are answers a real storage server gives but
+cannot be made to give on demand. This server forwards every request to the storage server and
+records the part uploads it sees; `faults` maps a part number to the answers it gives instead of
+forwarding, one per attempt (an HTTP status, or "hang" to hold the request).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+HANG = "hang"
+
+
+class FaultProxy:
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.faults: dict[int, list[int | str]] = {}
+        self.part_puts: list[int] = []  # part numbers of PUTs that reached storage
+        self.ranges: list[str] = []  # Range headers of presigned GETs (not the server's own)
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _relay(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                number = int(query["partNumber"][0]) if "partNumber" in query else 0
+                presigned = "X-Amz-Signature" in query
+                if self.command == "GET" and presigned and self.headers.get("Range"):
+                    with proxy._lock:
+                        proxy.ranges.append(self.headers["Range"])
+                if self.command == "PUT" and number:
+                    with proxy._lock:
+                        planned = proxy.faults.get(number) or []
+                        fault = planned.pop(0) if planned else None
+                    if fault == HANG:
+                        proxy.release.wait(120)
+                        self.close_connection = True
+                        return
+                    if isinstance(fault, int):
+                        self.send_response(fault)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    with proxy._lock:
+                        proxy.part_puts.append(number)
+                connection = http.client.HTTPConnection(
+                    proxy.upstream_host, proxy.upstream_port, timeout=60
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = f"{proxy.upstream_host}:{proxy.upstream_port}"
+                connection.request(self.command, self.path, body=body, headers=headers)
+                reply = connection.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                for name, value in reply.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                # A HEAD answer describes the object; it carries no body of that length.
+                length = reply.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+@contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
