@@ -12,6 +12,7 @@ Every artifact method takes `run_id=`: the path is then relative to that run's a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -24,8 +25,15 @@ import grpc
 from tqdm import tqdm
 
 from artifactd import malloc
-from artifactd.client.direct import DirectDownload, DirectSettings, DirectUpload
+from artifactd.client.direct import (
+    DirectDownload,
+    DirectSettings,
+    DirectUpload,
+    UploadRecord,
+    file_digest,
+)
 from artifactd.client.localfiles import Destination, VerifiedFile
+from artifactd.client.resumable import ResumableUpload
 from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, error
 from artifactd.client.settings import ClientSettings
 from artifactd.client.target import Location, in_run, resolve
@@ -168,12 +176,10 @@ class ArtifactClient(Connection):
         base, run = self._locate(artifact_path, run_id)
         destination = join(base, os.path.basename(local))
         stat = os.stat(local)
+        digest = functools.cache(lambda: file_digest(local))  # for direct and resumable alike
         if self.direct.enabled and stat.st_size >= self.direct.minimum_size:
             with self._bar(stat.st_size, local) as bar:
-                identity = "|".join(
-                    (self.target, run, str(destination), os.path.abspath(local),
-                     str(stat.st_size), str(stat.st_mtime_ns))
-                )  # fmt: skip
+                identity = self._identity(local, run, destination, stat)
                 direct = DirectUpload(
                     self._stub,
                     self.direct,
@@ -181,7 +187,11 @@ class ArtifactClient(Connection):
                     bar.update,
                     identity,
                 )
-                info = direct.run(local, str(destination), run, self._policy())
+                info = direct.run(local, str(destination), run, self._policy(), digest)
+            if info is not None:
+                return _checked_info(info, destination)
+        if stat.st_size >= self.direct.resumable_minimum_size:
+            info = self._log_resumably(local, destination, run, stat, digest)
             if info is not None:
                 return _checked_info(info, destination)
         with open(local, "rb") as fh, self._bar(os.fstat(fh.fileno()).st_size, local) as bar:
@@ -244,6 +254,44 @@ class ArtifactClient(Connection):
                 f"{len(failures)} of {len(files)} files were not stored:\n  {shown}{more}"
             )
         return stored
+
+    def _identity(self, local: str, run: str, destination: ArtifactPath, st: os.stat_result) -> str:
+        return "|".join(
+            (self.target, run, str(destination), os.path.abspath(local), str(st.st_size),
+             str(st.st_mtime_ns))
+        )  # fmt: skip
+
+    def _log_resumably(
+        self,
+        local: str,
+        destination: ArtifactPath,
+        run: str,
+        st: os.stat_result,
+        digest: Callable[[], str],
+    ) -> pb.FileInfo | None:
+        """A large file through the server, continued after a broken stream (None: the storage
+        takes direct uploads, which were switched off)."""
+        record = UploadRecord(self.direct.state_dir, self._identity(local, run, destination, st),
+                              "resumable")  # fmt: skip
+        with open(local, "rb") as fh, self._bar(st.st_size, local) as bar:
+
+            def messages(header: pb.UploadHeader, offset: int) -> Iterator[pb.LogArtifactRequest]:
+                fh.seek(offset)
+                return _file_messages(
+                    fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar,
+                    finish_digest=False,
+                )  # fmt: skip
+
+            def rewind(offset: int) -> None:
+                bar.n = offset
+                bar.refresh()
+
+            upload = ResumableUpload(
+                self._stub, record, rpc_timeout=self.settings.rpc_timeout,
+                transfer_timeout=self.settings.transfer_timeout,
+                retries=self.settings.max_retries, rewind=rewind,
+            )  # fmt: skip
+            return upload.run(local, str(destination), run, self._policy(), messages, digest)
 
     def _policy(self) -> pb.OverwritePolicy.ValueType:
         if self.overwrite:
@@ -442,6 +490,8 @@ def _file_messages(
     message_type: type[T],
     chunk_size: int,
     bar: tqdm[Any] | None,
+    *,
+    finish_digest: bool = True,
 ) -> Iterator[T]:
     """header+data ... data+finish messages for one open file, hashing as it reads.
 
@@ -462,7 +512,7 @@ def _file_messages(
             fields["header"] = header
             first = False
         if not following:
-            fields["finish"] = pb.UploadFinish(sha256=digest.hexdigest())
+            fields["finish"] = pb.UploadFinish(sha256=digest.hexdigest() if finish_digest else "")
             yield message_type(**fields)
             return
         yield message_type(**fields)

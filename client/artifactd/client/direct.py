@@ -43,6 +43,7 @@ MINIMUM_SIZE_VARIABLE = "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE"
 PART_SIZE_VARIABLE = "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE"
 WORKERS_VARIABLE = "ARTIFACTD_MULTIPART_WORKERS"
 STATE_DIR_VARIABLE = "ARTIFACTD_STATE_DIR"
+RESUMABLE_MINIMUM_VARIABLE = "ARTIFACTD_RESUMABLE_MINIMUM_FILE_SIZE"
 DOWNLOAD_ENABLE_VARIABLE = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
 DOWNLOAD_MINIMUM_VARIABLE = "MLFLOW_MULTIPART_DOWNLOAD_MINIMUM_FILE_SIZE"
 DOWNLOAD_CHUNK_VARIABLE = "MLFLOW_MULTIPART_DOWNLOAD_CHUNK_SIZE"
@@ -62,6 +63,7 @@ class DirectSettings:
     part_size: int = DEFAULT_PART_SIZE
     workers: int = DEFAULT_WORKERS
     state_dir: str = ""
+    resumable_minimum_size: int = 64 * MiB
     download_enabled: bool = True
     download_minimum_size: int = DEFAULT_MINIMUM_SIZE
     download_chunk_size: int = DEFAULT_DOWNLOAD_CHUNK
@@ -76,6 +78,7 @@ class DirectSettings:
             workers=_size(WORKERS_VARIABLE, DEFAULT_WORKERS, 1, 64),
             state_dir=env.get(STATE_DIR_VARIABLE)
             or os.path.join(os.path.expanduser("~"), ".cache", "artifactd", "uploads"),
+            resumable_minimum_size=_size(RESUMABLE_MINIMUM_VARIABLE, 64 * MiB, 0),
             download_enabled=_on(DOWNLOAD_ENABLE_VARIABLE),
             download_minimum_size=_size(DOWNLOAD_MINIMUM_VARIABLE, DEFAULT_MINIMUM_SIZE, 1),
             download_chunk_size=_size(DOWNLOAD_CHUNK_VARIABLE, DEFAULT_DOWNLOAD_CHUNK, 1),
@@ -154,6 +157,30 @@ def _etag(part: pb.UploadPart, response: Any, local: str) -> str:
     return digest.hexdigest()
 
 
+class UploadRecord:
+    """Where an open upload's id is kept between runs of a client, so a rerun after a crash
+    continues it: one small file per (server, run, path, local file, size, mtime)."""
+
+    def __init__(self, state_dir: str, identity: str, kind: str) -> None:
+        name = hashlib.sha256(f"{kind}|{identity}".encode()).hexdigest()[:32]
+        self._file = Path(state_dir) / f"{name}.json"
+
+    def load(self) -> str | None:
+        try:
+            return str(json.loads(self._file.read_text())["upload_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, upload_id: str) -> None:
+        with contextlib.suppress(OSError):  # resuming is a convenience; the upload goes on
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            self._file.write_text(json.dumps({"upload_id": upload_id}))
+
+    def forget(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.unlink()
+
+
 class _DirectTransfer:
     def __init__(
         self,
@@ -186,18 +213,21 @@ class DirectUpload(_DirectTransfer):
         identity: str,
     ) -> None:
         super().__init__(stub, settings, rpc_timeout, progress)
-        self._state = Path(settings.state_dir) / (
-            hashlib.sha256(identity.encode()).hexdigest()[:32] + ".json"
-        )
+        self._record = UploadRecord(settings.state_dir, identity, "direct")
         self._lock = threading.Lock()
         self._urls: dict[int, pb.UploadPart] = {}
         self._part_count = 0
 
     def run(
-        self, local: str, path: str, run_id: str, overwrite: pb.OverwritePolicy.ValueType
+        self,
+        local: str,
+        path: str,
+        run_id: str,
+        overwrite: pb.OverwritePolicy.ValueType,
+        digest: Callable[[], str],
     ) -> pb.FileInfo | None:
         size = os.path.getsize(local)
-        sha256 = file_digest(local)
+        sha256 = digest()
         upload_id, layout = self._resume()
         if upload_id is None:
             created = self._call(
@@ -212,7 +242,7 @@ class DirectUpload(_DirectTransfer):
             upload_id = created.upload_id
             layout = (created.part_size, created.part_count)
             self._urls = {p.part_number: p for p in created.parts}
-            self._remember(upload_id)
+            self._record.save(upload_id)
             done: dict[int, str] = {}
         else:
             done = self._stored(upload_id, size, layout)
@@ -231,7 +261,7 @@ class DirectUpload(_DirectTransfer):
             if not isinstance(exc, Unavailable):  # a lost connection may resume next time
                 self._abort(upload_id)
             raise
-        self._forget()
+        self._record.forget()
         info: pb.FileInfo = completed.file
         if info.file_size != size or (info.sha256 and info.sha256 != sha256):
             raise DataLoss(
@@ -243,9 +273,8 @@ class DirectUpload(_DirectTransfer):
     # -- resuming --------------------------------------------------------------------------
 
     def _resume(self) -> tuple[str | None, tuple[int, int]]:
-        try:
-            upload_id = json.loads(self._state.read_text())["upload_id"]
-        except (OSError, ValueError, KeyError, TypeError):
+        upload_id = self._record.load()
+        if upload_id is None:
             return None, (0, 0)
         try:
             listed = self._call(
@@ -253,7 +282,7 @@ class DirectUpload(_DirectTransfer):
                 pb.ListMultipartUploadPartsRequest(upload_id=upload_id),
             )
         except NotFound:
-            self._forget()
+            self._record.forget()
             return None, (0, 0)
         self._listed = listed
         return str(upload_id), (listed.part_size, listed.part_count)
@@ -267,21 +296,12 @@ class DirectUpload(_DirectTransfer):
                 done[part.part_number] = part.etag
         return done
 
-    def _remember(self, upload_id: str) -> None:
-        with contextlib.suppress(OSError):  # resuming is a convenience; the upload goes on
-            self._state.parent.mkdir(parents=True, exist_ok=True)
-            self._state.write_text(json.dumps({"upload_id": upload_id}))
-
-    def _forget(self) -> None:
-        with contextlib.suppress(OSError):
-            self._state.unlink()
-
     def _abort(self, upload_id: str) -> None:
         with contextlib.suppress(ArtifactError):  # else the server's sweeper aborts it later
             self._call(
                 self._stub.AbortMultipartUpload, pb.AbortMultipartUploadRequest(upload_id=upload_id)
             )
-        self._forget()
+        self._record.forget()
 
     # -- parts -----------------------------------------------------------------------------
 

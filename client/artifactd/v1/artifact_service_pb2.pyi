@@ -96,6 +96,8 @@ class UploadHeader(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     OVERWRITE_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Destination path of the file (not of a directory)."""
     size: _builtins.int
@@ -108,6 +110,12 @@ class UploadHeader(_message.Message):
     the run's artifact root, and so are the paths returned. Writing to a deleted run is
     FAILED_PRECONDITION.
     """
+    upload_id: _builtins.str
+    """Continue the resumable upload with this id (see StartResumableUpload): path, size, sha256,
+    overwrite policy and run come from it (fields set here must agree), and `offset` must be
+    the number of bytes it holds (QueryWriteStatus), or the call fails with FAILED_PRECONDITION.
+    """
+    offset: _builtins.int
     def __init__(
         self,
         *,
@@ -116,10 +124,12 @@ class UploadHeader(_message.Message):
         sha256: _builtins.str = ...,
         overwrite: Global___OverwritePolicy.ValueType = ...,
         run_id: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "size", b"size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "overwrite", b"overwrite", "path", b"path", "run_id", b"run_id", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size", b"_size", "offset", b"offset", "overwrite", b"overwrite", "path", b"path", "run_id", b"run_id", "sha256", b"sha256", "size", b"size", "upload_id", b"upload_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size: _TypeAlias = _typing.Literal["size"]  # noqa: Y015
     _WhichOneofArgType__size: _TypeAlias = _typing.Literal["_size", b"_size"]  # noqa: Y015
@@ -1051,3 +1061,106 @@ class GetDownloadUrlResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDownloadUrlResponse: _TypeAlias = GetDownloadUrlResponse  # noqa: Y015
+
+@_typing.final
+class StartResumableUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    OVERWRITE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    run_id: _builtins.str
+    size: _builtins.int
+    """Exact size of the file in bytes."""
+    sha256: _builtins.str
+    """Lower-case hex sha256 of the whole file, if known; checked when the upload finishes."""
+    overwrite: Global___OverwritePolicy.ValueType
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        overwrite: Global___OverwritePolicy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overwrite", b"overwrite", "path", b"path", "run_id", b"run_id", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartResumableUploadRequest: _TypeAlias = StartResumableUploadRequest  # noqa: Y015
+
+@_typing.final
+class StartResumableUploadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPORTED_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_TIME_FIELD_NUMBER: _builtins.int
+    supported: _builtins.bool
+    """False: this storage takes direct uploads (CreateMultipartUpload) instead."""
+    upload_id: _builtins.str
+    @_builtins.property
+    def expires_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        supported: _builtins.bool = ...,
+        upload_id: _builtins.str = ...,
+        expires_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_time", b"expires_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_time", b"expires_time", "supported", b"supported", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartResumableUploadResponse: _TypeAlias = StartResumableUploadResponse  # noqa: Y015
+
+@_typing.final
+class QueryWriteStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryWriteStatusRequest: _TypeAlias = QueryWriteStatusRequest  # noqa: Y015
+
+@_typing.final
+class QueryWriteStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMITTED_SIZE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    committed_size: _builtins.int
+    """Bytes held so far: the next LogArtifact for this upload starts at this offset."""
+    size: _builtins.int
+    """The size declared when the upload started."""
+    def __init__(
+        self,
+        *,
+        committed_size: _builtins.int = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_size", b"committed_size", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryWriteStatusResponse: _TypeAlias = QueryWriteStatusResponse  # noqa: Y015

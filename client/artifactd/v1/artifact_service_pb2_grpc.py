@@ -110,6 +110,16 @@ class ArtifactServiceStub:
                 request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadRequest.SerializeToString,
                 response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadResponse.FromString,
                 _registered_method=True)
+        self.StartResumableUpload = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/StartResumableUpload',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.StartResumableUploadRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.StartResumableUploadResponse.FromString,
+                _registered_method=True)
+        self.QueryWriteStatus = channel.unary_unary(
+                '/artifactd.v1.ArtifactService/QueryWriteStatus',
+                request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.QueryWriteStatusRequest.SerializeToString,
+                response_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.QueryWriteStatusResponse.FromString,
+                _registered_method=True)
         self.GetDownloadUrl = channel.unary_unary(
                 '/artifactd.v1.ArtifactService/GetDownloadUrl',
                 request_serializer=artifactd_dot_v1_dot_artifact__service__pb2.GetDownloadUrlRequest.SerializeToString,
@@ -240,6 +250,26 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartResumableUpload(self, request, context):
+        """Starts an upload through the server that survives a broken connection (for storage that
+        cannot take direct uploads: local disk, NFS, FTP, SFTP, HDFS). LogArtifact streams it with
+        `header.upload_id` and `header.offset`; what arrives is kept, invisibly, until a stream ends
+        with `finish` and the whole file checks out. After a broken stream, QueryWriteStatus says how
+        many bytes are kept, and the next LogArtifact continues from there (ByteStream's resumable
+        writes). `supported` is false for storage that takes direct uploads instead. The session
+        expires like a multipart one; AbortMultipartUpload discards it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryWriteStatus(self, request, context):
+        """How many bytes of a resumable upload the server holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetDownloadUrl(self, request, context):
         """A presigned GET for one file, valid for a bounded time, for clients that download large
         files straight from storage (with parallel range requests). `supported` is false where the
@@ -316,6 +346,16 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.AbortMultipartUpload,
                     request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadRequest.FromString,
                     response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadResponse.SerializeToString,
+            ),
+            'StartResumableUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartResumableUpload,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.StartResumableUploadRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.StartResumableUploadResponse.SerializeToString,
+            ),
+            'QueryWriteStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryWriteStatus,
+                    request_deserializer=artifactd_dot_v1_dot_artifact__service__pb2.QueryWriteStatusRequest.FromString,
+                    response_serializer=artifactd_dot_v1_dot_artifact__service__pb2.QueryWriteStatusResponse.SerializeToString,
             ),
             'GetDownloadUrl': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDownloadUrl,
@@ -685,6 +725,60 @@ class ArtifactService:
             '/artifactd.v1.ArtifactService/AbortMultipartUpload',
             artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadRequest.SerializeToString,
             artifactd_dot_v1_dot_artifact__service__pb2.AbortMultipartUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartResumableUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/StartResumableUpload',
+            artifactd_dot_v1_dot_artifact__service__pb2.StartResumableUploadRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.StartResumableUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryWriteStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artifactd.v1.ArtifactService/QueryWriteStatus',
+            artifactd_dot_v1_dot_artifact__service__pb2.QueryWriteStatusRequest.SerializeToString,
+            artifactd_dot_v1_dot_artifact__service__pb2.QueryWriteStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

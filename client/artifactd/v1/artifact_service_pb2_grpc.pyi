@@ -96,6 +96,17 @@ class ArtifactServiceStub:
     """
     AbortMultipartUpload: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.AbortMultipartUploadRequest, _artifact_service_pb2.AbortMultipartUploadResponse]
     """Discards a session and the parts uploaded for it. Idempotent."""
+    StartResumableUpload: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.StartResumableUploadRequest, _artifact_service_pb2.StartResumableUploadResponse]
+    """Starts an upload through the server that survives a broken connection (for storage that
+    cannot take direct uploads: local disk, NFS, FTP, SFTP, HDFS). LogArtifact streams it with
+    `header.upload_id` and `header.offset`; what arrives is kept, invisibly, until a stream ends
+    with `finish` and the whole file checks out. After a broken stream, QueryWriteStatus says how
+    many bytes are kept, and the next LogArtifact continues from there (ByteStream's resumable
+    writes). `supported` is false for storage that takes direct uploads instead. The session
+    expires like a multipart one; AbortMultipartUpload discards it.
+    """
+    QueryWriteStatus: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.QueryWriteStatusRequest, _artifact_service_pb2.QueryWriteStatusResponse]
+    """How many bytes of a resumable upload the server holds."""
     GetDownloadUrl: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.GetDownloadUrlRequest, _artifact_service_pb2.GetDownloadUrlResponse]
     """A presigned GET for one file, valid for a bounded time, for clients that download large
     files straight from storage (with parallel range requests). `supported` is false where the
@@ -170,6 +181,17 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """
     AbortMultipartUpload: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.AbortMultipartUploadRequest, _artifact_service_pb2.AbortMultipartUploadResponse]  # type: ignore[assignment]
     """Discards a session and the parts uploaded for it. Idempotent."""
+    StartResumableUpload: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.StartResumableUploadRequest, _artifact_service_pb2.StartResumableUploadResponse]  # type: ignore[assignment]
+    """Starts an upload through the server that survives a broken connection (for storage that
+    cannot take direct uploads: local disk, NFS, FTP, SFTP, HDFS). LogArtifact streams it with
+    `header.upload_id` and `header.offset`; what arrives is kept, invisibly, until a stream ends
+    with `finish` and the whole file checks out. After a broken stream, QueryWriteStatus says how
+    many bytes are kept, and the next LogArtifact continues from there (ByteStream's resumable
+    writes). `supported` is false for storage that takes direct uploads instead. The session
+    expires like a multipart one; AbortMultipartUpload discards it.
+    """
+    QueryWriteStatus: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.QueryWriteStatusRequest, _artifact_service_pb2.QueryWriteStatusResponse]  # type: ignore[assignment]
+    """How many bytes of a resumable upload the server holds."""
     GetDownloadUrl: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.GetDownloadUrlRequest, _artifact_service_pb2.GetDownloadUrlResponse]  # type: ignore[assignment]
     """A presigned GET for one file, valid for a bounded time, for clients that download large
     files straight from storage (with parallel range requests). `supported` is false where the
@@ -319,6 +341,29 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_artifact_service_pb2.AbortMultipartUploadResponse, _abc.Awaitable[_artifact_service_pb2.AbortMultipartUploadResponse]]:
         """Discards a session and the parts uploaded for it. Idempotent."""
+
+    @_abc_1.abstractmethod
+    def StartResumableUpload(
+        self,
+        request: _artifact_service_pb2.StartResumableUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.StartResumableUploadResponse, _abc.Awaitable[_artifact_service_pb2.StartResumableUploadResponse]]:
+        """Starts an upload through the server that survives a broken connection (for storage that
+        cannot take direct uploads: local disk, NFS, FTP, SFTP, HDFS). LogArtifact streams it with
+        `header.upload_id` and `header.offset`; what arrives is kept, invisibly, until a stream ends
+        with `finish` and the whole file checks out. After a broken stream, QueryWriteStatus says how
+        many bytes are kept, and the next LogArtifact continues from there (ByteStream's resumable
+        writes). `supported` is false for storage that takes direct uploads instead. The session
+        expires like a multipart one; AbortMultipartUpload discards it.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryWriteStatus(
+        self,
+        request: _artifact_service_pb2.QueryWriteStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifact_service_pb2.QueryWriteStatusResponse, _abc.Awaitable[_artifact_service_pb2.QueryWriteStatusResponse]]:
+        """How many bytes of a resumable upload the server holds."""
 
     @_abc_1.abstractmethod
     def GetDownloadUrl(

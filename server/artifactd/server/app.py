@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from artifactd import defaults, malloc
 from artifactd.server import limits
 from artifactd.server.multipart import DirectUploads, Settings
+from artifactd.server.resumable import ResumableUploads
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.run_servicer import RunServicer
 from artifactd.server.scopes import Scopes
@@ -84,17 +85,16 @@ class ArtifactServer:
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         scopes = Scopes(self.roots, store)
-        self.direct = DirectUploads(
-            scopes,
-            UploadSessions(self.database),
-            Settings(
-                url_ttl=config.presigned_url_ttl,
-                session_ttl=config.multipart_session_ttl,
-                download_ttl=config.presigned_download_ttl,
-            ),
+        sessions = UploadSessions(self.database)
+        settings = Settings(
+            url_ttl=config.presigned_url_ttl,
+            session_ttl=config.multipart_session_ttl,
+            download_ttl=config.presigned_download_ttl,
         )
+        self.direct = DirectUploads(scopes, sessions, settings)
+        resumable = ResumableUploads(scopes, sessions, settings)
         self._stopping = threading.Event()
-        self._servicer = ArtifactServicer(scopes, self._committer, self.direct)
+        self._servicer = ArtifactServicer(scopes, self._committer, self.direct, resumable)
         pb_grpc.add_ArtifactServiceServicer_to_server(self._servicer, self._server)
         run_servicer = RunServicer(store, self.roots, self._servicer.in_flight, self.direct)
         rpb_grpc.add_RunServiceServicer_to_server(run_servicer, self._server)

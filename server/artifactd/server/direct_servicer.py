@@ -1,6 +1,7 @@
 """The direct-transfer RPCs of ArtifactService: protobuf <-> `multipart.DirectUploads`.
 
-A mixin of `ArtifactServicer` (gRPC takes one servicer per service); kept apart so the streamed
+Also the resumable-upload RPCs (the streaming itself is LogArtifact's). A mixin of
+`ArtifactServicer` (gRPC takes one servicer per service); kept apart so the streamed
 transfers and the presigned ones each read on their own.
 """
 
@@ -11,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from artifactd.server.convert import file_info, timestamp_ns
 from artifactd.server.multipart import MAX_URLS_PER_CALL, DirectUploads, Part
+from artifactd.server.resumable import ResumableUploads
 from artifactd.server.status import translate_errors
 from artifactd.server.storage.base import PresignedRequest, StoredPart
 from artifactd.server.store.upload_sessions import UploadSession
@@ -53,6 +55,34 @@ def _layout(session: UploadSession) -> tuple[int, int]:
 
 class DirectTransferMethods(pb_grpc.ArtifactServiceServicer):
     _direct: DirectUploads
+    _resumable: ResumableUploads
+
+    @translate_errors
+    def StartResumableUpload(  # noqa: N802 - gRPC method names
+        self, request: pb.StartResumableUploadRequest, context: grpc.ServicerContext
+    ) -> pb.StartResumableUploadResponse:
+        session = self._resumable.start(
+            run_id=request.run_id,
+            path_text=request.path,
+            size=request.size,
+            sha256=request.sha256,
+            overwrite=request.overwrite != pb.OVERWRITE_POLICY_FAIL_IF_EXISTS,
+            owner=caller(context),
+        )
+        if session is None:
+            return pb.StartResumableUploadResponse(supported=False)
+        return pb.StartResumableUploadResponse(
+            supported=True,
+            upload_id=session.upload_id,
+            expires_time=_timestamp(session.expiry_time / 1000),
+        )
+
+    @translate_errors
+    def QueryWriteStatus(  # noqa: N802
+        self, request: pb.QueryWriteStatusRequest, context: grpc.ServicerContext
+    ) -> pb.QueryWriteStatusResponse:
+        held, size = self._resumable.status(request.upload_id, caller(context))
+        return pb.QueryWriteStatusResponse(committed_size=held, size=size)
 
     @translate_errors
     def CreateMultipartUpload(  # noqa: N802 - gRPC method names

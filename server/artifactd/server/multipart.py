@@ -32,8 +32,11 @@ from artifactd.server.storage.base import (
     Entry,
     PartLimits,
     PresignedRequest,
+    ResumableWrites,
+    Storage,
     StoredPart,
 )
+from artifactd.server.store.schema import MULTIPART, RESUMABLE
 from artifactd.server.store.upload_sessions import UploadSession, UploadSessions
 from artifactd.server.uploads import parse_digest
 
@@ -71,6 +74,20 @@ def choose_part_size(size: int, wanted: int, limits: PartLimits) -> int:
             f"({limits.max_parts} parts of at most {limits.max_size} bytes)"
         )
     return part
+
+
+def check_destination(
+    storage: Storage, full: ArtifactPath, path: ArtifactPath, overwrite: bool
+) -> None:
+    """Refuses a session that could never publish: a directory at the path, or a file when the
+    upload may not overwrite (checked again, atomically where storage can, at publication)."""
+    existing = None
+    with contextlib.suppress(NotFound):
+        existing = storage.stat(full)
+    if existing is not None and existing.is_dir:
+        raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
+    if existing is not None and not overwrite:
+        raise AlreadyExists(f"'{path}' already exists and the upload asked not to overwrite it")
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -121,19 +138,14 @@ class DirectUploads:
             return None
         chosen = choose_part_size(size, part_size, storage.part_limits)
         full = scope.full(path)
-        existing = None
-        with contextlib.suppress(NotFound):
-            existing = storage.stat(full)
-        if existing is not None and existing.is_dir:
-            raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
-        if existing is not None and not overwrite:
-            raise AlreadyExists(f"'{path}' already exists and the upload asked not to overwrite it")
+        check_destination(storage, full, path, overwrite)
         backend_id = storage.create_multipart(full, size=size, sha256=digest or None)
         try:
             session = self._sessions.create(
-                root_uri=uri_of(storage, scope.base), path=str(path), run_id=run_id, owner=owner,
-                backend_upload_id=backend_id, size=size, part_size=chosen, sha256=digest,
-                overwrite=overwrite, ttl_ms=int(self.settings.session_ttl * 1000),
+                kind=MULTIPART, root_uri=uri_of(storage, scope.base), path=str(path),
+                run_id=run_id, owner=owner, backend_upload_id=backend_id, size=size,
+                part_size=chosen, sha256=digest, overwrite=overwrite,
+                ttl_ms=int(self.settings.session_ttl * 1000),
             )  # fmt: skip
         except BaseException:
             storage.abort_multipart(full, backend_id)
@@ -149,6 +161,10 @@ class DirectUploads:
         if not upload_id:
             raise InvalidArgument("upload_id is required")
         session = self._sessions.get(upload_id, owner)
+        if session.kind != MULTIPART:
+            raise FailedPrecondition(
+                f"upload {upload_id} is a resumable upload: continue it with LogArtifact"
+            )
         path = parse(session.path)
         scope = self._scopes.for_write(session.run_id, path)  # a run deleted meanwhile: refused
         storage = scope.storage
@@ -242,11 +258,14 @@ class DirectUploads:
         return scope.relative(entry)
 
     def abort(self, upload_id: str, owner: str) -> bool:
+        """Discards a session of either kind and what storage holds of it."""
+        if not upload_id:
+            raise InvalidArgument("upload_id is required")
         try:
-            session, scope, storage = self._open(upload_id, owner)
+            session = self._sessions.get(upload_id, owner)
         except NotFound:
             return False
-        self._discard(session, storage, scope.full(parse(session.path)))
+        self._release(session)
         return True
 
     def _discard(
@@ -256,37 +275,42 @@ class DirectUploads:
         self._sessions.close(session.upload_id)
         log.info("aborted multipart upload %s of %s", session.upload_id, session.path)
 
+    def _release(self, session: UploadSession) -> None:
+        """Frees what storage holds for a session (parts, or kept bytes), then forgets it."""
+        location = self._scopes.locate(session.root_uri)
+        storage = location.storage
+        full = ArtifactPath(location.path.parts + parse(session.path).parts)
+        if session.kind == RESUMABLE and isinstance(storage, ResumableWrites):
+            storage.discard_resumable(full, session.backend_upload_id)
+        elif session.kind == MULTIPART and isinstance(storage, DirectTransfers):
+            storage.abort_multipart(full, session.backend_upload_id)
+        self._sessions.close(session.upload_id)
+        log.info("aborted %s upload %s of %s", session.kind, session.upload_id, session.path)
+
     def sweep(self) -> int:
-        """Aborts expired sessions and their parts; returns how many were aborted."""
-        return self._abort_all(self._sessions.expired())
+        """Aborts expired sessions with what storage holds of them; returns how many."""
+        return self._release_all(self._sessions.expired())
 
     def abort_run(self, run_id: str) -> int:
         """Aborts every open session of a run (its garbage collection); raises if one fails,
         so the run is kept for the next collection rather than leaving parts behind."""
         sessions = self._sessions.of_run(run_id)
-        aborted = self._abort_all(sessions)
+        aborted = self._release_all(sessions)
         if aborted < len(sessions):
             raise FailedPrecondition(
                 f"{len(sessions) - aborted} open uploads of run {run_id} could not be aborted"
             )
         return aborted
 
-    def _abort_all(self, sessions: Sequence[UploadSession]) -> int:
+    def _release_all(self, sessions: Sequence[UploadSession]) -> int:
         aborted = 0
         for session in sessions:
             try:
-                location = self._scopes.locate(session.root_uri)
-                storage = location.storage
-                if isinstance(storage, DirectTransfers):
-                    full = ArtifactPath(location.path.parts + parse(session.path).parts)
-                    storage.abort_multipart(full, session.backend_upload_id)
+                self._release(session)
             except ArtifactError as exc:  # kept for the next sweep
                 log.warning("could not abort upload %s: %s", session.upload_id, exc)
                 continue
-            self._sessions.close(session.upload_id)
             aborted += 1
-        if aborted:
-            log.info("aborted %d multipart uploads", aborted)
         return aborted
 
     # -- downloads -------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from artifactd.errors import ArtifactError, InvalidArgument, NotFound, OutOfRang
 from artifactd.paths import MAX_PATH_BYTES, ArtifactPath, parse
 from artifactd.server import limits, paging
 from artifactd.server.convert import file_info
-from artifactd.server.direct_servicer import DirectTransferMethods
+from artifactd.server.direct_servicer import DirectTransferMethods, caller
 from artifactd.server.multipart import DirectUploads
+from artifactd.server.resumable import Continuation, ResumableUploads
 from artifactd.server.scopes import Scope, Scopes, WriteScopes
 from artifactd.server.status import InFlight, translate_errors
 from artifactd.server.storage.base import Entry, Storage
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _header_reader(
-    scopes: WriteScopes,
+    scopes: WriteScopes, resumable: ResumableUploads, owner: str
 ) -> Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]]:
     """Reads a header message into the raw path (for error reports) and an `UploadSpec` parser."""
 
@@ -46,6 +47,18 @@ def _header_reader(
         header: pb.UploadHeader = message.header  # type: ignore[attr-defined]
 
         def spec() -> UploadSpec:
+            if header.upload_id:
+                continuation = Continuation(
+                    upload_id=header.upload_id,
+                    offset=header.offset,
+                    path=header.path,
+                    size=header.size if header.HasField("size") else None,
+                    sha256=header.sha256,
+                    run_id=header.run_id,
+                )
+                return resumable.spec(continuation, owner)
+            if header.offset:
+                raise InvalidArgument("offset is only for continuing an upload (upload_id)")
             if header.HasField("size") and header.size < 0:
                 raise InvalidArgument(f"size must not be negative, got {header.size}")
             path = parse(header.path)
@@ -68,22 +81,28 @@ def _finish_digest(message: UploadMessage) -> str | None:
 
 class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
     def __init__(
-        self, scopes: Scopes, committer: ThreadPoolExecutor, direct: DirectUploads
+        self,
+        scopes: Scopes,
+        committer: ThreadPoolExecutor,
+        direct: DirectUploads,
+        resumable: ResumableUploads,
     ) -> None:
         self._scopes = scopes
         self._direct = direct
+        self._resumable = resumable
         self._storage = scopes.default.storage
         self._committer = committer
         self.in_flight = InFlight()
 
-    def _stream(self, max_files: int) -> UploadStream:
-        return UploadStream(_header_reader(self._scopes.writer()), _finish_digest, max_files)
+    def _stream(self, max_files: int, context: grpc.ServicerContext) -> UploadStream:
+        reader = _header_reader(self._scopes.writer(), self._resumable, caller(context))
+        return UploadStream(reader, _finish_digest, max_files)
 
     @translate_errors
     def LogArtifact(  # noqa: N802 - gRPC method names
         self, request_iterator: Iterator[pb.LogArtifactRequest], context: grpc.ServicerContext
     ) -> pb.LogArtifactResponse:
-        events = self._stream(max_files=1).files(request_iterator)
+        events = self._stream(1, context).files(request_iterator)
         event = next(events, None)
         if event is None:
             raise InvalidArgument("the stream carried no message; send a header first")
@@ -126,7 +145,7 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
             pending.append((event, future))
 
         try:
-            for event in self._stream(limits.MAX_BATCH_FILES).files(request_iterator):
+            for event in self._stream(limits.MAX_BATCH_FILES, context).files(request_iterator):
                 submit(event)
                 while len(pending) > limits.PENDING_COMMITS_PER_STREAM:
                     settle_oldest()

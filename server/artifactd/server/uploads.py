@@ -18,7 +18,7 @@ from artifactd.background import BackgroundConsumer
 from artifactd.errors import Aborted, ArtifactError, DataLoss, InvalidArgument
 from artifactd.paths import ArtifactPath
 from artifactd.server.scopes import Scope
-from artifactd.server.storage.base import Entry, Upload
+from artifactd.server.storage.base import Entry, ResumableWrites, Upload
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 BACKGROUND_WRITE_THRESHOLD = 8 * 1024 * 1024
@@ -37,6 +37,17 @@ def parse_digest(value: str, what: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """A resumable upload being continued: append at `offset` to the bytes kept under `token`."""
+
+    storage: ResumableWrites
+    token: str
+    offset: int
+    finished: Callable[[], None]
+    """Called once the file is published (closes the session)."""
+
+
+@dataclass(frozen=True)
 class UploadSpec:
     """What the client declared about one file before sending it."""
 
@@ -46,6 +57,7 @@ class UploadSpec:
     sha256: str | None
     overwrite: bool
     scope: Scope
+    resume: Resume | None = None
 
 
 class IncomingFile:
@@ -53,9 +65,24 @@ class IncomingFile:
 
     def __init__(self, spec: UploadSpec) -> None:
         self.spec = spec
-        self._upload: Upload = spec.scope.storage.start_upload(spec.scope.full(spec.path))
         self._hash = hashlib.sha256()
         self._received = 0
+        full = spec.scope.full(spec.path)
+        resume = spec.resume
+        if resume is None:
+            self._upload: Upload = spec.scope.storage.start_upload(full)
+        else:
+            self._upload = resume.storage.resume_upload(full, resume.token, resume.offset)
+            try:  # the digest covers the whole file: read back what earlier streams sent
+                for block in resume.storage.read_resumable(full, resume.token):
+                    self._hash.update(block)
+                    self._received += len(block)
+            except BaseException:
+                self._upload.abort()
+                raise
+            if self._received != resume.offset:
+                self._upload.abort()
+                raise Aborted(f"the kept bytes of '{spec.path}' changed while resuming; retry")
         self._writer: BackgroundConsumer | None = None
         if spec.size is not None and spec.size >= BACKGROUND_WRITE_THRESHOLD:
             self._writer = BackgroundConsumer(self._consume, "upload-writer")
@@ -98,8 +125,15 @@ class IncomingFile:
                     f"'{spec.path}': sha256 of the received bytes is {digest}, but the {source} "
                     f"declared {claimed}; nothing was stored"
                 )
-        upload, overwrite = self._upload, spec.overwrite
-        return lambda durable: upload.commit(digest, overwrite=overwrite, durable=durable)
+        upload, overwrite, resume = self._upload, spec.overwrite, spec.resume
+
+        def commit(durable: bool) -> Entry:
+            entry = upload.commit(digest, overwrite=overwrite, durable=durable)
+            if resume is not None:
+                resume.finished()
+            return entry
+
+        return commit
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):

@@ -226,3 +226,33 @@ class DirectTransfers(ABC):
     @abstractmethod
     def presign_download(self, path: ArtifactPath, ttl: float) -> tuple[Entry, PresignedRequest]:
         """The file at `path` and a GET for exactly that version, valid for `ttl` seconds."""
+
+
+class ResumableWrites(ABC):
+    """Optional, for backends whose uploads go through the server (disk, NFS, FTP, SFTP, HDFS):
+    an upload whose connection breaks keeps what arrived, invisibly, and continues later.
+
+    The bytes live in a hidden temporary file next to the destination, named by a token. An
+    `Upload` from `resume_upload` appends to it; its `abort` keeps the bytes (the client may come
+    back), `commit` publishes them like any upload, and `discard_resumable` removes them.
+    """
+
+    @abstractmethod
+    def start_resumable(self, path: ArtifactPath) -> str:
+        """Creates the empty temporary file for an upload to `path`; returns its token."""
+
+    @abstractmethod
+    def resumable_size(self, path: ArtifactPath, token: str) -> int:
+        """How many bytes are kept (`NotFound` if they are gone)."""
+
+    @abstractmethod
+    def resume_upload(self, path: ArtifactPath, token: str, offset: int) -> Upload:
+        """Appends from `offset`, which must be `resumable_size` (`FailedPrecondition` if not)."""
+
+    @abstractmethod
+    def read_resumable(self, path: ArtifactPath, token: str) -> Iterator[bytes]:
+        """The bytes kept so far (to rebuild the digest of what arrived earlier)."""
+
+    @abstractmethod
+    def discard_resumable(self, path: ArtifactPath, token: str) -> None:
+        """Removes the kept bytes; no error if they are gone."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
-from artifactd.errors import AlreadyExists, InvalidArgument
+from artifactd.errors import AlreadyExists, InvalidArgument, NotFound
 from artifactd.paths import RESERVED_PREFIX, ArtifactPath, InvalidPath, parse
 
 log = logging.getLogger(__name__)
@@ -54,3 +55,13 @@ def transfer_timeout(env: Mapping[str, str]) -> float:
     if not 0 < value < float("inf"):
         raise InvalidArgument(f"{TIMEOUT_VARIABLE} {raw!r} must be a positive number of seconds")
     return value
+
+
+_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def check_token(token: str) -> str:
+    """A resumable upload's token names a file: only the server's own 32-hex tokens are taken."""
+    if not _TOKEN.match(token):
+        raise NotFound("no kept upload by that token")
+    return token

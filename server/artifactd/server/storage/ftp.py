@@ -160,6 +160,10 @@ class _FTP(RemoteFS[ftplib.FTP]):
         conn.voidcmd("TYPE I")  # every transfer: ftplib's listings switch to ASCII
         return _Writer(conn, conn.transfercmd(f"STOR {remote}"))
 
+    def open_append(self, conn: ftplib.FTP, remote: str) -> RemoteWriter:
+        conn.voidcmd("TYPE I")
+        return _Writer(conn, conn.transfercmd(f"APPE {remote}"))
+
     def open_read(self, conn: ftplib.FTP, remote: str) -> RemoteFileHandle:
         st = self.stat(conn, remote)
         if st is None:

@@ -248,6 +248,9 @@ class _ArrowFS(RemoteFS["pafs.FileSystem"]):
     def open_write(self, conn: pafs.FileSystem, remote: str) -> RemoteWriter:
         return _Writer(conn.open_output_stream(remote))
 
+    def open_append(self, conn: pafs.FileSystem, remote: str) -> RemoteWriter:
+        return _Writer(conn.open_append_stream(remote))
+
     def open_read(self, conn: pafs.FileSystem, remote: str) -> RemoteFileHandle:
         st = self.stat(conn, remote)
         if st is None:

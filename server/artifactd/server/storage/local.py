@@ -38,11 +38,12 @@ from artifactd.paths import RESERVED_PREFIX, ArtifactPath
 from artifactd.server.storage.base import (
     Entry,
     FileReader,
+    ResumableWrites,
     Storage,
     StorageCapabilities,
     Upload,
 )
-from artifactd.server.storage.common import already_exists, child_path, is_reserved
+from artifactd.server.storage.common import already_exists, check_token, child_path, is_reserved
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ _VERIFIED_DIR_TTL = 2.0  # seconds a resolved parent directory is reused without
 _VERIFIED_DIRS_MAX = 1024
 
 
-class LocalStorage(Storage):
+class LocalStorage(Storage, ResumableWrites):
     """An artifact root on a local or NFS-mounted directory."""
 
     name = "local"
@@ -94,6 +95,10 @@ class LocalStorage(Storage):
     # -- writing ---------------------------------------------------------------------------
 
     def start_upload(self, path: ArtifactPath) -> Upload:
+        return self._create_temp(path, uuid.uuid4().hex)
+
+    def _create_temp(self, path: ArtifactPath, token: str, *, keep: bool = False) -> _LocalUpload:
+        """Opens a new hidden temporary file for `path` (`keep`: an abort keeps its bytes)."""
         if path.is_root:
             raise FailedPrecondition("the artifact root is a directory, not a file")
         for _attempt in range(3):
@@ -102,7 +107,7 @@ class LocalStorage(Storage):
             if os.path.isdir(target):
                 remove_empty_dirs(created)
                 raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
-            temp = os.path.join(directory, f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
+            temp = os.path.join(directory, f"{_TEMP_PREFIX}{token}")
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except (FileNotFoundError, NotADirectoryError):
@@ -112,8 +117,57 @@ class LocalStorage(Storage):
             except OSError as exc:
                 remove_empty_dirs(created)
                 raise _os_error(exc, path) from exc
-            return _LocalUpload(self, path, fd, temp, target, created)
+            return _LocalUpload(self, path, fd, temp, target, [] if keep else created, keep=keep)
         raise Unavailable(f"'{path.parent}' keeps disappearing while uploading '{path}'; retry")
+
+    # -- resumable uploads -------------------------------------------------------------------
+
+    def _partial(self, path: ArtifactPath, token: str) -> str:
+        check_token(token)
+        directory, _created = self._parent_dir(path)  # the real directory, checked inside root
+        return os.path.join(directory, f"{_TEMP_PREFIX}{token}")
+
+    def start_resumable(self, path: ArtifactPath) -> str:
+        token = uuid.uuid4().hex
+        self._create_temp(path, token, keep=True).abort()  # an empty file, kept
+        return token
+
+    def resumable_size(self, path: ArtifactPath, token: str) -> int:
+        try:
+            return os.stat(self._partial(path, token)).st_size
+        except FileNotFoundError:
+            raise NotFound(f"the bytes kept for the upload of '{path}' are gone") from None
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+
+    def resume_upload(self, path: ArtifactPath, token: str, offset: int) -> Upload:
+        partial = self._partial(path, token)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"the bytes kept for the upload of '{path}' are gone") from None
+        except OSError as exc:
+            raise _os_error(exc, path) from exc
+        size = os.fstat(fd).st_size
+        if size != offset:
+            os.close(fd)
+            raise FailedPrecondition(
+                f"the upload of '{path}' has {size} bytes stored; continue from there, not {offset}"
+            )
+        target = os.path.join(os.path.dirname(partial), path.name)
+        return _LocalUpload(self, path, fd, partial, target, [], keep=True)
+
+    def read_resumable(self, path: ArtifactPath, token: str) -> Iterator[bytes]:
+        try:
+            with open(self._partial(path, token), "rb") as fh:
+                while block := fh.read(1 << 20):
+                    yield block
+        except FileNotFoundError:
+            raise NotFound(f"the bytes kept for the upload of '{path}' are gone") from None
+
+    def discard_resumable(self, path: ArtifactPath, token: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(self._partial(path, token))
 
     def _parent_dir(self, path: ArtifactPath) -> tuple[str, list[str]]:
         """The real directory to create `path` in, and the directories made for it."""
@@ -283,6 +337,8 @@ class _LocalUpload(Upload):
         temp: str,
         target: str,
         created_dirs: list[str],
+        *,
+        keep: bool = False,
     ) -> None:
         self._storage = storage
         self._path = path
@@ -290,6 +346,7 @@ class _LocalUpload(Upload):
         self._temp: str | None = temp
         self._target = target
         self._created = created_dirs
+        self._keep = keep  # a resumable upload: an abort keeps the bytes for a later resume
 
     def write(self, data: bytes) -> None:
         fd = self._fd
@@ -341,6 +398,9 @@ class _LocalUpload(Upload):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._keep:
+            self._temp = None
+            return
         if self._temp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)

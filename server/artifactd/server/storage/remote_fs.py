@@ -38,8 +38,8 @@ from artifactd.errors import (
     Unavailable,
 )
 from artifactd.paths import RESERVED_PREFIX, ArtifactPath
-from artifactd.server.storage.base import Entry, FileReader, Storage, Upload
-from artifactd.server.storage.common import already_exists, child_path, is_reserved
+from artifactd.server.storage.base import Entry, FileReader, ResumableWrites, Storage, Upload
+from artifactd.server.storage.common import already_exists, check_token, child_path, is_reserved
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,10 @@ class RemoteFS(ABC, Generic[C]):
     @abstractmethod
     def open_read(self, conn: C, remote: str) -> RemoteFileHandle: ...
 
+    @abstractmethod
+    def open_append(self, conn: C, remote: str) -> RemoteWriter:
+        """Opens an existing file to write at its end (resumable uploads)."""
+
     def write_small(self, conn: C, remote: str, data: bytes) -> None:
         writer = self.open_write(conn, remote)
         try:
@@ -234,7 +238,7 @@ def _entry(path: ArtifactPath, st: RemoteStat, sha256: str | None = None) -> Ent
     return Entry(path, False, st.size, st.mtime * 1_000_000_000, sha256)
 
 
-class RemoteStorage(Storage, Generic[C]):
+class RemoteStorage(Storage, ResumableWrites, Generic[C]):
     """An artifact root on a remote filesystem reached through `fs`."""
 
     def __init__(self, fs: RemoteFS[C], root: str, *, pool_size: int = 16) -> None:
@@ -279,6 +283,9 @@ class RemoteStorage(Storage, Generic[C]):
     # -- writing ---------------------------------------------------------------------------
 
     def start_upload(self, path: ArtifactPath) -> Upload:
+        return self._open_temp(path, uuid.uuid4().hex, keep=False)
+
+    def _open_temp(self, path: ArtifactPath, token: str, *, keep: bool) -> _RemoteUpload[C]:
         if path.is_root:
             raise FailedPrecondition("the artifact root is a directory, not a file")
         conn = self._pool.checkout()
@@ -295,14 +302,78 @@ class RemoteStorage(Storage, Generic[C]):
                 st = self._fs.stat(conn, target)
                 if st is not None and st.is_dir:
                     raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
-                temp = posixpath.join(posixpath.dirname(target), f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+                temp = posixpath.join(posixpath.dirname(target), f"{TEMP_PREFIX}{token}")
                 writer = self._fs.open_write(conn, temp)
         except BaseException as exc:
             with contextlib.suppress(ArtifactError):
                 self._remove_empty_dirs(conn, created)
             self._pool.checkin(conn, broken=not isinstance(exc, ArtifactError))
             raise
-        return _RemoteUpload(self, conn, path, writer, temp, target, created)
+        return _RemoteUpload(
+            self, conn, path, writer, temp, target, [] if keep else created, keep=keep
+        )
+
+    # -- resumable uploads -----------------------------------------------------------------
+
+    def _partial(self, path: ArtifactPath, token: str) -> str:
+        return posixpath.join(self._remote(path.parent), f"{TEMP_PREFIX}{check_token(token)}")
+
+    def start_resumable(self, path: ArtifactPath) -> str:
+        token = uuid.uuid4().hex
+        self._open_temp(path, token, keep=True).abort()  # an empty file, kept
+        return token
+
+    def resumable_size(self, path: ArtifactPath, token: str) -> int:
+        with self._pool.connection() as conn, self._fs.errors(f"'{path}'"):
+            st = self._fs.stat(conn, self._partial(path, token))
+        if st is None or st.is_dir:
+            raise NotFound(f"the bytes kept for the upload of '{path}' are gone")
+        return st.size
+
+    def resume_upload(self, path: ArtifactPath, token: str, offset: int) -> Upload:
+        partial = self._partial(path, token)
+        conn = self._pool.checkout()
+        try:
+            with self._fs.errors(f"'{path}'"):
+                st = self._fs.stat(conn, partial)
+                if st is None or st.is_dir:
+                    raise NotFound(f"the bytes kept for the upload of '{path}' are gone")
+                if st.size != offset:
+                    raise FailedPrecondition(
+                        f"the upload of '{path}' has {st.size} bytes stored; continue from "
+                        f"there, not {offset}"
+                    )
+                writer = self._fs.open_append(conn, partial)
+        except BaseException as exc:
+            self._pool.checkin(conn, broken=not isinstance(exc, ArtifactError))
+            raise
+        return _RemoteUpload(self, conn, path, writer, partial, self._remote(path), [], keep=True)
+
+    def read_resumable(self, path: ArtifactPath, token: str) -> Iterator[bytes]:
+        size = self.resumable_size(path, token)
+        with self.open_partial(path, token) as reader:
+            yield from reader.chunks(0, size, 1 << 20)
+
+    def open_partial(self, path: ArtifactPath, token: str) -> FileReader:
+        partial = self._partial(path, token)
+        conn = self._pool.checkout()
+        try:
+            with self._fs.errors(f"'{path}'"):
+                handle = self._fs.open_read(conn, partial)
+                st = handle.stat()
+        except BaseException as exc:
+            self._pool.checkin(conn, broken=not isinstance(exc, ArtifactError))
+            raise
+        return _RemoteReader(self, conn, handle, _entry(path, st))
+
+    def discard_resumable(self, path: ArtifactPath, token: str) -> None:
+        partial = self._partial(path, token)
+        with (
+            contextlib.suppress(NotFound),
+            self._pool.connection() as conn,
+            self._fs.errors(f"'{path}'"),
+        ):
+            self._fs.remove(conn, partial)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -459,7 +530,10 @@ class _RemoteUpload(Upload, Generic[C]):
         temp: str,
         target: str,
         created: list[str],
+        *,
+        keep: bool = False,
     ) -> None:
+        self._keep = keep  # a resumable upload: an abort keeps the bytes for a later resume
         self._storage = storage
         self._fs = storage._fs
         self._conn: C | None = conn
@@ -518,6 +592,19 @@ class _RemoteUpload(Upload, Generic[C]):
         return _entry(self._path, st, sha256)
 
     def abort(self) -> None:
+        if self._keep and self._temp:
+            writer, self._writer = self._writer, None
+            broken = False
+            if writer is not None:
+                try:
+                    with self._fs.errors(f"'{self._path}'"):
+                        writer.close()  # what arrived is kept, complete, for the resume
+                except ArtifactError:
+                    writer.abort()
+                    broken = True
+            self._temp = ""
+            self._release(broken=broken)
+            return
         self._abort(broken=False)
 
     def _abort(self, *, broken: bool) -> None:

@@ -240,6 +240,11 @@ class _SFTP(RemoteFS[Conn]):
         handle.set_pipelined(True)
         return _Writer(handle)
 
+    def open_append(self, conn: Conn, remote: str) -> RemoteWriter:
+        handle = conn[1].open(remote, "ab")
+        handle.set_pipelined(True)
+        return _Writer(handle)
+
     def open_read(self, conn: Conn, remote: str) -> RemoteFileHandle:
         handle = conn[1].open(remote, "rb")
         try:

@@ -69,8 +69,12 @@ class RunRow(Base):
     deleted_with_experiment: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+MULTIPART = "multipart"  # presigned parts straight to storage
+RESUMABLE = "resumable"  # streamed through the server, kept across broken connections
+
+
 class MultipartUploadRow(Base):
-    """An open direct (presigned) upload: what the client may complete, and where it lands.
+    """An open direct (presigned) or resumable upload: who may finish it, and where it lands.
 
     The destination (`root_uri`, `path`) is fixed at creation and never taken from a later
     request, so a session can only ever publish the file it was created for.
@@ -80,6 +84,7 @@ class MultipartUploadRow(Base):
     __table_args__ = (Index("ix_artifactd_multipart_uploads_expiry", "expiry_time"),)
 
     upload_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # MULTIPART or RESUMABLE
     root_uri: Mapped[str] = mapped_column(exact_string(MAX_LOCATION_LENGTH))
     path: Mapped[str] = mapped_column(exact_string(MAX_LOCATION_LENGTH))
     run_id: Mapped[str] = mapped_column(String(32))  # "" for plain paths

@@ -20,6 +20,7 @@ from artifactd.server.store.tracking import now_ms
 @dataclass(frozen=True)
 class UploadSession:
     upload_id: str
+    kind: str
     root_uri: str
     path: str
     run_id: str
@@ -45,8 +46,9 @@ class UploadSession:
 
 def _session(row: MultipartUploadRow) -> UploadSession:
     return UploadSession(
-        row.upload_id, row.root_uri, row.path, row.run_id, row.owner, row.backend_upload_id,
-        row.size, row.part_size, row.sha256, row.overwrite, row.creation_time, row.expiry_time,
+        row.upload_id, row.kind, row.root_uri, row.path, row.run_id, row.owner,
+        row.backend_upload_id, row.size, row.part_size, row.sha256, row.overwrite,
+        row.creation_time, row.expiry_time,
     )  # fmt: skip
 
 
@@ -57,6 +59,7 @@ class UploadSessions:
     def create(
         self,
         *,
+        kind: str,
         root_uri: str,
         path: str,
         run_id: str,
@@ -71,7 +74,7 @@ class UploadSessions:
         now = now_ms()
         row = MultipartUploadRow(
             upload_id=secrets.token_hex(16),  # unguessable: 128 random bits
-            root_uri=root_uri, path=path, run_id=run_id, owner=owner,
+            kind=kind, root_uri=root_uri, path=path, run_id=run_id, owner=owner,
             backend_upload_id=backend_upload_id, size=size, part_size=part_size, sha256=sha256,
             overwrite=overwrite, creation_time=now, expiry_time=now + ttl_ms,
         )  # fmt: skip

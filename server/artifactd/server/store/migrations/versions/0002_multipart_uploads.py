@@ -1,4 +1,4 @@
-"""Open direct (presigned multipart) uploads.
+"""Open direct (presigned multipart) and resumable uploads.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,6 +22,7 @@ def upgrade() -> None:
     op.create_table(
         "artifactd_multipart_uploads",
         sa.Column("upload_id", sa.String(32), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("root_uri", exact_string(2048), nullable=False),
         sa.Column("path", exact_string(2048), nullable=False),
         sa.Column("run_id", sa.String(32), nullable=False),
