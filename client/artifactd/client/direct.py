@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import grpc
 import urllib3
 
 from artifactd.client.localfiles import publish_verified, temporary_name
-from artifactd.client.rpc import error
+from artifactd.client.rpc import call
 from artifactd.errors import ArtifactError, DataLoss, FailedPrecondition, NotFound, Unavailable
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
@@ -195,10 +194,7 @@ class _DirectTransfer:
         self._progress = progress
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
-        try:
-            return method(request, timeout=self._timeout)
-        except grpc.RpcError as exc:
-            raise error(exc) from None
+        return call(method, request, self._timeout)
 
 
 class DirectUpload(_DirectTransfer):

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from artifactd.client.direct import UploadRecord
-from artifactd.client.rpc import RETRYABLE, backoff, error
+from artifactd.client.rpc import RETRYABLE, backoff, call, error
 from artifactd.errors import ArtifactError, NotFound, Unavailable
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
@@ -45,10 +45,7 @@ class ResumableUpload:
         self._rewind = rewind  # the progress bar, moved back to what the server holds
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
-        try:
-            return method(request, timeout=self._rpc_timeout)
-        except grpc.RpcError as exc:
-            raise error(exc) from None
+        return call(method, request, self._rpc_timeout)
 
     def run(
         self,

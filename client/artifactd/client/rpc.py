@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import grpc
 
@@ -102,6 +102,14 @@ def error(exc: grpc.RpcError) -> ArtifactError:
     if code == grpc.StatusCode.UNAVAILABLE:
         details = f"artifactd server unavailable: {details}"
     return from_status(code, details)
+
+
+def call(method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+    """One unary call, its failure raised as the `artifactd.errors` exception."""
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        raise error(exc) from None
 
 
 def backoff(tries: int) -> None:

@@ -90,6 +90,27 @@ def check_destination(
         raise AlreadyExists(f"'{path}' already exists and the upload asked not to overwrite it")
 
 
+def open_session(
+    sessions: UploadSessions, scopes: Scopes, upload_id: str, owner: str, kind: str, other: str
+) -> tuple[UploadSession, Scope]:
+    """The caller's open session of `kind`, and the scope it writes in (checked again: a run
+    deleted meanwhile takes no more bytes, and the root must still be configured)."""
+    if not upload_id:
+        raise InvalidArgument("upload_id is required")
+    session = sessions.get(upload_id, owner)
+    if session.kind != kind:
+        raise FailedPrecondition(f"upload {upload_id} cannot be used so: {other}")
+    scope = scopes.for_write(session.run_id, parse(session.path))
+    if uri_of(scope.storage, scope.base) != session.root_uri:
+        raise moved(upload_id)
+    return session, scope
+
+
+def moved(upload_id: str) -> FailedPrecondition:
+    """The session's root is not among this server's any more (its configuration changed)."""
+    return FailedPrecondition(f"the storage of upload {upload_id} is no longer configured here")
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -158,22 +179,13 @@ class DirectUploads:
         return session, self._presign(session, scope, storage, first)
 
     def _open(self, upload_id: str, owner: str) -> tuple[UploadSession, Scope, DirectTransfers]:
-        if not upload_id:
-            raise InvalidArgument("upload_id is required")
-        session = self._sessions.get(upload_id, owner)
-        if session.kind != MULTIPART:
-            raise FailedPrecondition(
-                f"upload {upload_id} is a resumable upload: continue it with LogArtifact"
-            )
-        path = parse(session.path)
-        scope = self._scopes.for_write(session.run_id, path)  # a run deleted meanwhile: refused
+        session, scope = open_session(
+            self._sessions, self._scopes, upload_id, owner, MULTIPART,
+            "it is a resumable upload: continue it with LogArtifact",
+        )  # fmt: skip
         storage = scope.storage
-        if uri_of(storage, scope.base) != session.root_uri or not isinstance(
-            storage, DirectTransfers
-        ):
-            raise FailedPrecondition(
-                f"the storage of multipart upload {upload_id} is no longer configured here"
-            )
+        if not isinstance(storage, DirectTransfers):
+            raise moved(upload_id)
         return session, scope, storage
 
     def _presign(

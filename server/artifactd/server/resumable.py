@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from artifactd.errors import FailedPrecondition, InvalidArgument
+from artifactd.errors import InvalidArgument
 from artifactd.paths import parse
-from artifactd.server.multipart import Settings, check_destination
+from artifactd.server.multipart import Settings, check_destination, moved, open_session
 from artifactd.server.roots import uri_of
 from artifactd.server.scopes import Scope, Scopes
 from artifactd.server.storage.base import ResumableWrites
@@ -74,22 +74,13 @@ class ResumableUploads:
         return session
 
     def _open(self, upload_id: str, owner: str) -> tuple[UploadSession, Scope, ResumableWrites]:
-        if not upload_id:
-            raise InvalidArgument("upload_id is required")
-        session = self._sessions.get(upload_id, owner)
-        if session.kind != RESUMABLE:
-            raise FailedPrecondition(
-                f"upload {upload_id} is a direct upload: send its parts to storage, then "
-                "CompleteMultipartUpload"
-            )
-        scope = self._scopes.for_write(session.run_id, parse(session.path))
+        session, scope = open_session(
+            self._sessions, self._scopes, upload_id, owner, RESUMABLE,
+            "it is a direct upload: send its parts to storage, then CompleteMultipartUpload",
+        )  # fmt: skip
         storage = scope.storage
-        if uri_of(storage, scope.base) != session.root_uri or not isinstance(
-            storage, ResumableWrites
-        ):
-            raise FailedPrecondition(
-                f"the storage of upload {upload_id} is no longer configured here"
-            )
+        if not isinstance(storage, ResumableWrites):
+            raise moved(upload_id)
         return session, scope, storage
 
     def status(self, upload_id: str, owner: str) -> tuple[int, int]:
