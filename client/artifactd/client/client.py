@@ -12,7 +12,6 @@ Every artifact method takes `run_id=`: the path is then relative to that run's a
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import tempfile
@@ -82,6 +81,7 @@ class ArtifactClient(Connection):
         self.progress = progress
         self.overwrite = overwrite
         self.direct = direct if direct is not None else DirectSettings.from_env()
+        self._direct_hint: bool | None = None
         malloc.keep_transfer_buffers()
         self._stub = pb_grpc.ArtifactServiceStub(self._channel)
 
@@ -176,8 +176,11 @@ class ArtifactClient(Connection):
         base, run = self._locate(artifact_path, run_id)
         destination = join(base, os.path.basename(local))
         stat = os.stat(local)
-        digest = functools.cache(lambda: file_digest(local))  # for direct and resumable alike
-        if self.direct.enabled and stat.st_size >= self.direct.minimum_size:
+        if (
+            self.direct.enabled
+            and stat.st_size >= self.direct.minimum_size
+            and self._may_take_direct_uploads()
+        ):
             with self._bar(stat.st_size, local) as bar:
                 identity = self._identity(local, run, destination, stat)
                 direct = DirectUpload(
@@ -187,11 +190,13 @@ class ArtifactClient(Connection):
                     bar.update,
                     identity,
                 )
-                info = direct.run(local, str(destination), run, self._policy(), digest)
+                info = direct.run(
+                    local, str(destination), run, self._policy(), lambda: file_digest(local)
+                )
             if info is not None:
                 return _checked_info(info, destination)
         if stat.st_size >= self.direct.resumable_minimum_size:
-            info = self._log_resumably(local, destination, run, stat, digest)
+            info = self._log_resumably(local, destination, run, stat)
             if info is not None:
                 return _checked_info(info, destination)
         with open(local, "rb") as fh, self._bar(os.fstat(fh.fileno()).st_size, local) as bar:
@@ -262,12 +267,7 @@ class ArtifactClient(Connection):
         )  # fmt: skip
 
     def _log_resumably(
-        self,
-        local: str,
-        destination: ArtifactPath,
-        run: str,
-        st: os.stat_result,
-        digest: Callable[[], str],
+        self, local: str, destination: ArtifactPath, run: str, st: os.stat_result
     ) -> pb.FileInfo | None:
         """A large file through the server, continued after a broken stream (None: the storage
         takes direct uploads, which were switched off)."""
@@ -276,10 +276,15 @@ class ArtifactClient(Connection):
         with open(local, "rb") as fh, self._bar(st.st_size, local) as bar:
 
             def messages(header: pb.UploadHeader, offset: int) -> Iterator[pb.LogArtifactRequest]:
-                fh.seek(offset)
+                prefix = hashlib.sha256()  # the finish digest covers the whole file
+                fh.seek(0)
+                remaining = offset
+                while remaining > 0 and (block := fh.read(min(1 << 20, remaining))):
+                    prefix.update(block)
+                    remaining -= len(block)
                 return _file_messages(
                     fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar,
-                    finish_digest=False,
+                    digest=prefix,
                 )  # fmt: skip
 
             def rewind(offset: int) -> None:
@@ -291,7 +296,17 @@ class ArtifactClient(Connection):
                 transfer_timeout=self.settings.transfer_timeout,
                 retries=self.settings.max_retries, rewind=rewind,
             )  # fmt: skip
-            return upload.run(local, str(destination), run, self._policy(), messages, digest)
+            return upload.run(local, str(destination), run, self._policy(), messages)
+
+    def _may_take_direct_uploads(self) -> bool:
+        """Whether the server's default storage takes direct uploads (asked once per client).
+
+        A hint that spares reading a large file twice (its digest, then its bytes) where direct
+        uploads cannot happen; the server decides per upload (a run may live in another root).
+        """
+        if self._direct_hint is None:
+            self._direct_hint = self.get_capabilities().supports_multipart_upload
+        return self._direct_hint
 
     def _policy(self) -> pb.OverwritePolicy.ValueType:
         if self.overwrite:
@@ -491,7 +506,7 @@ def _file_messages(
     chunk_size: int,
     bar: tqdm[Any] | None,
     *,
-    finish_digest: bool = True,
+    digest: Any = None,
 ) -> Iterator[T]:
     """header+data ... data+finish messages for one open file, hashing as it reads.
 
@@ -499,7 +514,7 @@ def _file_messages(
     message). The declared size is the file's size when opened: a file that grows or shrinks
     while being sent is refused by the server rather than stored torn.
     """
-    digest = hashlib.sha256()
+    digest = digest if digest is not None else hashlib.sha256()  # seeded: a resumed file's prefix
     chunk = fh.read(chunk_size)
     first = True
     while True:
@@ -512,7 +527,7 @@ def _file_messages(
             fields["header"] = header
             first = False
         if not following:
-            fields["finish"] = pb.UploadFinish(sha256=digest.hexdigest() if finish_digest else "")
+            fields["finish"] = pb.UploadFinish(sha256=digest.hexdigest())
             yield message_type(**fields)
             return
         yield message_type(**fields)

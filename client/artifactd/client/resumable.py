@@ -1,8 +1,10 @@
 """Resumable uploads through the server, for storage that cannot take direct uploads.
 
-The client declares the whole file (size and sha256) when it starts the session, then streams
-it with LogArtifact. When the stream breaks (the server restarts, the network drops), it asks the
-server how many bytes it holds (QueryWriteStatus) and sends only the rest, up to
+The client declares the file's size when it starts the session, then streams it with LogArtifact;
+the finish message carries the sha256 of the whole file (on a resumed stream the client hashes
+the part the server already holds from its own copy), which the server checks against all the
+bytes it holds before publishing. When the stream breaks (the server restarts, the network
+drops), the client asks how many bytes are held (QueryWriteStatus) and sends only the rest, up to
 `ARTIFACTD_MAX_RETRIES` times; a client killed midway continues on its next run (the session id
 is kept like a direct upload's, in `ARTIFACTD_STATE_DIR`).
 """
@@ -23,7 +25,8 @@ from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 Messages = Callable[[pb.UploadHeader, int], Iterator[pb.LogArtifactRequest]]
-"""(header, offset) -> the stream of one file from `offset`, without a finish digest."""
+"""(header, offset) -> the stream of one file from `offset`; its finish carries the sha256 of the
+whole file, which the server checks against everything it holds."""
 
 
 class ResumableUpload:
@@ -54,7 +57,6 @@ class ResumableUpload:
         run_id: str,
         overwrite: pb.OverwritePolicy.ValueType,
         messages: Messages,
-        digest: Callable[[], str],
     ) -> pb.FileInfo | None:
         """Uploads `local`; None when the server's storage takes direct uploads instead."""
         upload_id = self._record.load()
@@ -69,8 +71,7 @@ class ResumableUpload:
             started = self._call(
                 self._stub.StartResumableUpload,
                 pb.StartResumableUploadRequest(
-                    path=path, run_id=run_id, size=os.path.getsize(local),
-                    sha256=digest(), overwrite=overwrite,
+                    path=path, run_id=run_id, size=os.path.getsize(local), overwrite=overwrite,
                 ),
             )  # fmt: skip
             if not started.supported:
