@@ -4,19 +4,44 @@ Direct uploads go from the client straight to storage; the faults they must surv
 one part, a refused URL, a part that never finishes) are answers a real storage server gives but
 cannot be made to give on demand. This server forwards every request to the storage server and
 records the part uploads it sees; `faults` maps a part number to the answers it gives instead of
-forwarding, one per attempt (an HTTP status, or "hang" to hold the request).
+forwarding, one per attempt: an HTTP status, "hang" to hold the request, or a delay in seconds
+before forwarding it (so a presigned URL arrives after it expired).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http.client
+import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 HANG = "hang"
+SIGNATURES = ("X-Amz-Signature", "sig", "X-Goog-Signature")  # S3, Azure SAS, GCS V4
+
+
+def part_number(method: str, path: str) -> int:
+    """The part a presigned upload request carries (0: not one), in each store's own terms:
+    S3's `partNumber`, an Azure block id (`<id>-<n>`, base64 twice), a GCS part object's name."""
+    parts = urlsplit(path)
+    query = parse_qs(parts.query)
+    if method != "PUT" or not any(name in query for name in SIGNATURES):
+        return 0
+    if "partNumber" in query:
+        return int(query["partNumber"][0])
+    if query.get("comp") == ["block"] and "blockid" in query:
+        try:
+            inner = base64.b64decode(base64.b64decode(query["blockid"][0])).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return 0
+        return int(inner.rsplit("-", 1)[1])
+    found = re.search(r"-(\d+)$", unquote(parts.path))
+    return int(found.group(1)) if found else 0
 
 
 class FaultProxy:
@@ -24,7 +49,7 @@ class FaultProxy:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
-        self.faults: dict[int, list[int | str]] = {}
+        self.faults: dict[int, list[int | str | float]] = {}
         self.part_puts: list[int] = []  # part numbers of PUTs that reached storage
         self.ranges: list[str] = []  # Range headers of presigned GETs (not the server's own)
         self.release = threading.Event()
@@ -41,8 +66,8 @@ class FaultProxy:
                 query = parse_qs(urlsplit(self.path).query)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                number = int(query["partNumber"][0]) if "partNumber" in query else 0
-                presigned = "X-Amz-Signature" in query
+                number = part_number(self.command, self.path)
+                presigned = any(name in query for name in SIGNATURES)
                 if self.command == "GET" and presigned and self.headers.get("Range"):
                     with proxy._lock:
                         proxy.ranges.append(self.headers["Range"])
@@ -54,6 +79,9 @@ class FaultProxy:
                         proxy.release.wait(120)
                         self.close_connection = True
                         return
+                    if isinstance(fault, float):  # a delay: the request arrives late
+                        time.sleep(fault)
+                        fault = None
                     if isinstance(fault, int):
                         self.send_response(fault)
                         self.send_header("Content-Length", "0")

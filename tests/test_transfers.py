@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from conftest import sha256_of, visible_files, write_random
 from servers import ServerProcess
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 
 
 def upload(
@@ -382,6 +384,20 @@ def test_message_size_limit_is_bounded(stub: pb_grpc.ArtifactServiceStub, prefix
     with pytest.raises(grpc.RpcError) as err:
         upload(stub, f"{prefix}/huge.bin", [b"\0" * (17 * MiB)])
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_messages_up_to_the_limit_pass_the_fixed_upload_window(
+    server: ServerProcess, prefix: str
+) -> None:
+    """The server's per-stream receive window is 4 MiB (limits.UPLOAD_WINDOW); messages up to
+    the advertised 16 MiB still arrive whole."""
+    chunk = os.urandom(16 * MiB - 64 * KiB)
+    with grpc.insecure_channel(
+        server.target, options=[("grpc.max_send_message_length", 16 * MiB)]
+    ) as channel:
+        reply = upload(pb_grpc.ArtifactServiceStub(channel), f"{prefix}/large.bin", [chunk] * 3)
+    assert reply.file.file_size == 3 * len(chunk)
+    assert reply.file.sha256 == hashlib.sha256(chunk * 3).hexdigest()
 
 
 def test_concurrent_clients(server: ServerProcess, prefix: str, tmp_path: Path) -> None:

@@ -19,7 +19,15 @@ DIGEST_FUNCTION = "sha256"
 PENDING_COMMITS_PER_STREAM = 32
 """Files of one LogArtifacts stream being made durable while the next ones are received."""
 
+UPLOAD_WINDOW = 4 * MiB
+
 GRPC_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
     ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+    # Each upload stream's receive window is a fixed 4 MiB instead of what gRPC's bandwidth
+    # probe grows it to: with the probe, uploads that outran the server's disk piled up in its
+    # memory (4 concurrent 1 GiB uploads: peak RSS 352-404 MB; measured here with a fixed
+    # window: 140-153 MB and 15 % faster; one upload as fast, 3.5-3.6 s per GiB either way).
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", UPLOAD_WINDOW),
 ]
