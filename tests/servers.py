@@ -18,6 +18,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from artifactd.client.rpc import open_channel
+from artifactd.client.settings import ClientSettings
+
 HOST = "127.0.0.1"
 
 
@@ -55,12 +58,14 @@ def start_server(
     timeout: float = 30.0,
     destination: str | None = None,
     env: dict[str, str] | None = None,
+    client: ClientSettings | None = None,
 ) -> ServerProcess:
     """Starts `artifactd serve` on `root` and waits until its health service says SERVING.
 
     `destination` replaces `root` as `--artifacts-destination` (a URI such as `s3://bucket/p`;
     `root` is then only recorded), and `env` adds to the server's environment (a `PYTHONPATH`
-    there comes after the source folders).
+    there comes after the source folders). `client` is how the health check connects (TLS, a
+    client certificate, a token); plaintext without one.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port_file = workdir / f"port-{time.monotonic_ns()}"
@@ -89,12 +94,12 @@ def start_server(
             raise RuntimeError(f"artifactd did not start in {timeout}s:\n{log.read_text()}")
         time.sleep(0.05)
     server = ServerProcess(process, int(port_file.read_text()), root, log, list(args))
-    wait_serving(server.target, timeout=max(1.0, deadline - time.monotonic()))
+    wait_serving(server.target, timeout=max(1.0, deadline - time.monotonic()), client=client)
     return server
 
 
-def wait_serving(target: str, timeout: float = 10.0) -> None:
-    with grpc.insecure_channel(target) as channel:
+def wait_serving(target: str, timeout: float = 10.0, client: ClientSettings | None = None) -> None:
+    with open_channel(target, client or ClientSettings()) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + timeout
         while True:

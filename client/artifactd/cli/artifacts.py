@@ -222,7 +222,10 @@ def health_command(service: str, timeout: float, server: str) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(server) as channel:
+    from artifactd.client.rpc import open_channel
+    from artifactd.client.settings import ClientSettings
+
+    with open_channel(server, ClientSettings.from_env()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

@@ -4,12 +4,19 @@ they are run (`serve` pulls in the server), so client commands start fast."""
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from typing import Any
 
 import click
 
 from artifactd.cli.artifacts import artifacts, health_command
+from artifactd.client.settings import (
+    CLIENT_CERT_VARIABLE,
+    CLIENT_KEY_VARIABLE,
+    TLS_CA_VARIABLE,
+    TLS_VARIABLE,
+)
 
 _LAZY_COMMANDS = {
     "serve": ("artifactd.server.cli", "serve_command"),
@@ -34,8 +41,34 @@ class _Root(click.Group):
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="artifactd")
-def cli() -> None:
-    """artifactd: a gRPC artifact service for machine-learning runs."""
+@click.option("--tls", is_flag=True, default=None, help=f"Connect with TLS ({TLS_VARIABLE}=1).")
+@click.option(
+    "--tls-ca", metavar="PEM", default=None,
+    help=f"CA bundle the server's certificate is checked against ({TLS_CA_VARIABLE}).",
+)  # fmt: skip
+@click.option(
+    "--client-cert", metavar="PEM", default=None,
+    help=f"Client certificate for mutual TLS ({CLIENT_CERT_VARIABLE}).",
+)  # fmt: skip
+@click.option(
+    "--client-key", metavar="PEM", default=None,
+    help=f"Key of --client-cert ({CLIENT_KEY_VARIABLE}).",
+)  # fmt: skip
+def cli(
+    tls: bool | None, tls_ca: str | None, client_cert: str | None, client_key: str | None
+) -> None:
+    """artifactd: a gRPC artifact service for machine-learning runs.
+
+    The TLS options apply to the client commands; `serve` has its own (--tls-cert, --tls-key,
+    --tls-client-ca).
+    """
+    # The client commands read their settings from the environment: the options set it.
+    for variable, value in (
+        (TLS_VARIABLE, "1" if tls else None), (TLS_CA_VARIABLE, tls_ca),
+        (CLIENT_CERT_VARIABLE, client_cert), (CLIENT_KEY_VARIABLE, client_key),
+    ):  # fmt: skip
+        if value is not None:
+            os.environ[variable] = value
 
 
 cli.add_command(artifacts)

@@ -17,7 +17,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 
-from artifactd.client.settings import SERVER_VARIABLE, ClientSettings
+from artifactd.client.settings import SERVER_VARIABLE, ClientSettings, channel_credentials
 from artifactd.client.target import DEFAULT_TARGET, guard_environment, strict_from_env
 from artifactd.errors import ArtifactError, from_status
 
@@ -34,6 +34,14 @@ CHANNEL_OPTIONS = [
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
 
+def open_channel(target: str, settings: ClientSettings) -> grpc.Channel:
+    """A channel to `target`: TLS (and a client certificate) when the settings ask for it."""
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
 class Connection:
     """A channel to one artifactd server; use it as a context manager or call `close`."""
 
@@ -48,7 +56,7 @@ class Connection:
         guard_environment(strict_from_env() if strict_env is None else strict_env, stacklevel=4)
         self.target = target or os.environ.get(SERVER_VARIABLE) or DEFAULT_TARGET
         self.settings = settings or ClientSettings.from_env()
-        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(self.target, self.settings)
 
     def __enter__(self) -> Self:
         return self

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import grpc
+
 from artifactd.errors import InvalidArgument
 
 TRANSFER_TIMEOUT_VARIABLE = "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT"
@@ -12,6 +14,10 @@ RPC_TIMEOUT_VARIABLE = "ARTIFACTD_RPC_TIMEOUT"
 RETRIES_VARIABLE = "ARTIFACTD_MAX_RETRIES"
 CHUNK_SIZE_VARIABLE = "ARTIFACTD_CHUNK_SIZE"
 SERVER_VARIABLE = "ARTIFACTD_SERVER"
+TLS_VARIABLE = "ARTIFACTD_TLS"
+TLS_CA_VARIABLE = "ARTIFACTD_TLS_CA"
+CLIENT_CERT_VARIABLE = "ARTIFACTD_CLIENT_CERT"
+CLIENT_KEY_VARIABLE = "ARTIFACTD_CLIENT_KEY"
 
 DEFAULT_RPC_TIMEOUT = 60.0
 DEFAULT_RETRIES = 5
@@ -27,14 +33,29 @@ class ClientSettings:
     rpc_timeout: float | None = DEFAULT_RPC_TIMEOUT
     max_retries: int = DEFAULT_RETRIES
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    tls: bool = False
+    """TLS to the server, checked against the system's CAs unless `tls_ca` names others."""
+    tls_ca: str | None = None
+    client_cert: str | None = None
+    """A client certificate and its key, for servers that demand one (mutual TLS)."""
+    client_key: str | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or bool(self.tls_ca or self.client_cert or self.client_key)
 
     @classmethod
     def from_env(cls) -> ClientSettings:
+        env = os.environ
         return cls(
             transfer_timeout=_timeout(TRANSFER_TIMEOUT_VARIABLE, None),
             rpc_timeout=_timeout(RPC_TIMEOUT_VARIABLE, DEFAULT_RPC_TIMEOUT),
             max_retries=_integer(RETRIES_VARIABLE, DEFAULT_RETRIES, 0, 100),
             chunk_size=_integer(CHUNK_SIZE_VARIABLE, DEFAULT_CHUNK_SIZE, 1024, MAX_CHUNK_SIZE),
+            tls=env.get(TLS_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on"),
+            tls_ca=env.get(TLS_CA_VARIABLE) or None,
+            client_cert=env.get(CLIENT_CERT_VARIABLE) or None,
+            client_key=env.get(CLIENT_KEY_VARIABLE) or None,
         )
 
 
@@ -66,3 +87,29 @@ def _integer(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidArgument(f"{name}={raw!r} must be between {low} and {high}")
     return value
+
+
+def _pem(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the {what} {path!r}: {exc.strerror or exc}") from None
+
+
+def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials for the channel, or None for plaintext."""
+    if not settings.uses_tls:
+        return None
+    if bool(settings.client_cert) != bool(settings.client_key):
+        raise InvalidArgument(
+            f"a client certificate needs its key: set both {CLIENT_CERT_VARIABLE} and "
+            f"{CLIENT_KEY_VARIABLE}"
+        )
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(settings.tls_ca, "CA bundle") if settings.tls_ca else None,
+        private_key=_pem(settings.client_key, "client key") if settings.client_key else None,
+        certificate_chain=(
+            _pem(settings.client_cert, "client certificate") if settings.client_cert else None
+        ),
+    )

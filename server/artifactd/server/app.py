@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from artifactd import defaults, malloc
-from artifactd.server import limits
+from artifactd.server import limits, tls
 from artifactd.server.multipart import DirectUploads, Settings
 from artifactd.server.resumable import ResumableUploads
 from artifactd.server.roots import ArtifactRoots
@@ -62,6 +62,9 @@ class ServerConfig:
     presigned_url_ttl: float = 900.0
     multipart_session_ttl: float = 24 * 3600.0
     presigned_download_ttl: float = 300.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
 
 class ArtifactServer:
@@ -107,7 +110,17 @@ class ArtifactServer:
     def start(self) -> int:
         """Binds and starts serving; returns the bound port (useful with port 0)."""
         address = f"{_bracket(self.config.host)}:{self.config.port}"
-        self.port = self._server.add_insecure_port(address)
+        config = self.config
+        credentials = tls.server_credentials(
+            tls.TlsFiles(config.tls_cert, config.tls_key, config.tls_client_ca)
+        )
+        warning = tls.exposure_warning(config.host, credentials is not None)
+        if warning:
+            log.warning(warning)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"could not listen on {address}")
         self._server.start()

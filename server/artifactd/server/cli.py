@@ -114,6 +114,27 @@ _DEFAULTS = ServerConfig()
     help="Seconds a presigned download URL stays valid.",
 )
 @click.option(
+    "--tls-cert",
+    envvar="ARTIFACTD_TLS_CERT",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM certificate (chain) to serve TLS with; needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    envvar="ARTIFACTD_TLS_KEY",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM private key of --tls-cert (unencrypted).",
+)
+@click.option(
+    "--tls-client-ca",
+    envvar="ARTIFACTD_TLS_CLIENT_CA",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM CA bundle: clients must present a certificate it signed (mutual TLS).",
+)
+@click.option(
     "--log-level",
     envvar="ARTIFACTD_LOG_LEVEL",
     default="INFO",
@@ -134,6 +155,9 @@ def serve_command(
     presigned_url_ttl: float,
     multipart_session_ttl: float,
     presigned_download_ttl: float,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_client_ca: str | None,
     log_level: str,
 ) -> None:
     """Serve the artifact API over gRPC."""
@@ -154,6 +178,9 @@ def serve_command(
         presigned_url_ttl=presigned_url_ttl,
         multipart_session_ttl=multipart_session_ttl,
         presigned_download_ttl=presigned_download_ttl,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     try:
         code = serve(config)
