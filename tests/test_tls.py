@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from artifactd.client import ArtifactClient
 from artifactd.client.settings import ClientSettings
-from artifactd.errors import InvalidArgument, Unavailable
+from artifactd.errors import InvalidArgument, PermissionDenied, Unavailable
 from artifactd.server.tls import TlsFiles, exposure_warning, server_credentials
 
 from servers import ServerProcess, start_server
@@ -231,7 +231,7 @@ def test_serve_refuses_bad_tls_files_with_one_line(pki: Pki, tmp_path: Path) -> 
     [
         ("127.0.0.1", False, False), ("::1", False, False), ("localhost", False, False),
         ("0.0.0.0", False, True), ("::", False, True), ("10.1.2.3", False, True),
-        ("artifacts.internal", False, True), ("0.0.0.0", True, False),
+        ("artifacts.internal", False, True),
     ],
 )  # fmt: skip
 def test_plaintext_beyond_loopback_is_warned_about(host: str, tls: bool, warns: bool) -> None:
@@ -239,3 +239,37 @@ def test_plaintext_beyond_loopback_is_warned_about(host: str, tls: bool, warns: 
     assert (warning is not None) == warns
     if warning:
         assert "WITHOUT TLS OR AUTHENTICATION" in warning
+
+
+def test_half_protected_exposure_is_warned_about_too() -> None:
+    assert "WITHOUT AUTHENTICATION" in (exposure_warning("0.0.0.0", True) or "")
+    assert "unencrypted" in (exposure_warning("0.0.0.0", False, authenticated=True) or "")
+    assert exposure_warning("0.0.0.0", True, authenticated=True) is None
+    assert exposure_warning("127.0.0.1", False, authenticated=False) is None
+
+
+def test_a_client_certificate_is_an_identity_with_roles(
+    pki: Pki, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    base = tmp_path_factory.mktemp("mtls-auth")
+    tokens = base / "tokens.toml"
+    tokens.write_text('[[certificate]]\ncommon_name = "alice"\nroles = ["reader"]\n')
+    alice = ClientSettings(
+        tls_ca=str(pki.ca), client_cert=str(pki.client_cert), client_key=str(pki.client_key),
+        max_retries=0,
+    )  # fmt: skip
+    server = start_server(
+        base / "store", base / "run", "--tls-cert", str(pki.server_cert), "--tls-key",
+        str(pki.server_key), "--tls-client-ca", str(pki.ca), "--auth-tokens-file", str(tokens),
+        client=alice,
+    )  # fmt: skip
+    try:
+        (base / "store" / "seen.txt").write_text("readable")
+        with ArtifactClient(server.target, settings=alice) as client:
+            assert [f.path for f in client.list_artifacts()] == ["seen.txt"]
+            source = tmp_path / "new.txt"
+            source.write_text("not allowed")
+            with pytest.raises(PermissionDenied, match="alice may not do this"):
+                client.log_artifact(source)
+    finally:
+        assert server.stop() == 0, server.log_text()

@@ -52,6 +52,12 @@ class PermissionDenied(ArtifactError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Unauthenticated(ArtifactError):
+    """No credentials, or credentials the server does not accept (a missing or expired token)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class Aborted(ArtifactError):
     """A transfer was interrupted; nothing of it became visible."""
 
@@ -94,6 +100,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ArtifactError]] = {
         OutOfRange,
         DataLoss,
         PermissionDenied,
+        Unauthenticated,
         Aborted,
         ResourceExhausted,
         Unavailable,

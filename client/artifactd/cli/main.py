@@ -16,10 +16,13 @@ from artifactd.client.settings import (
     CLIENT_KEY_VARIABLE,
     TLS_CA_VARIABLE,
     TLS_VARIABLE,
+    TOKEN_FILE_VARIABLE,
+    TOKEN_VARIABLE,
 )
 
 _LAZY_COMMANDS = {
     "serve": ("artifactd.server.cli", "serve_command"),
+    "token": ("artifactd.server.auth.cli", "token_group"),
     "experiments": ("artifactd.cli.tracking", "experiments"),
     "runs": ("artifactd.cli.tracking", "runs"),
     "gc": ("artifactd.cli.gc", "gc_command"),
@@ -54,18 +57,27 @@ class _Root(click.Group):
     "--client-key", metavar="PEM", default=None,
     help=f"Key of --client-cert ({CLIENT_KEY_VARIABLE}).",
 )  # fmt: skip
+@click.option(
+    "--token-file", metavar="FILE", default=None,
+    help=f"File whose first line is the bearer token ({TOKEN_FILE_VARIABLE}; or {TOKEN_VARIABLE}).",
+)  # fmt: skip
 def cli(
-    tls: bool | None, tls_ca: str | None, client_cert: str | None, client_key: str | None
+    tls: bool | None,
+    tls_ca: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    token_file: str | None,
 ) -> None:
     """artifactd: a gRPC artifact service for machine-learning runs.
 
-    The TLS options apply to the client commands; `serve` has its own (--tls-cert, --tls-key,
-    --tls-client-ca).
+    The TLS and token options apply to the client commands; `serve` has its own (--tls-cert,
+    --tls-key, --tls-client-ca, --auth-*).
     """
     # The client commands read their settings from the environment: the options set it.
     for variable, value in (
         (TLS_VARIABLE, "1" if tls else None), (TLS_CA_VARIABLE, tls_ca),
         (CLIENT_CERT_VARIABLE, client_cert), (CLIENT_KEY_VARIABLE, client_key),
+        (TOKEN_FILE_VARIABLE, token_file),
     ):  # fmt: skip
         if value is not None:
             os.environ[variable] = value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -18,6 +18,8 @@ TLS_VARIABLE = "ARTIFACTD_TLS"
 TLS_CA_VARIABLE = "ARTIFACTD_TLS_CA"
 CLIENT_CERT_VARIABLE = "ARTIFACTD_CLIENT_CERT"
 CLIENT_KEY_VARIABLE = "ARTIFACTD_CLIENT_KEY"
+TOKEN_VARIABLE = "ARTIFACTD_TOKEN"  # noqa: S105 - a variable name, not a secret
+TOKEN_FILE_VARIABLE = "ARTIFACTD_TOKEN_FILE"  # noqa: S105
 
 DEFAULT_RPC_TIMEOUT = 60.0
 DEFAULT_RETRIES = 5
@@ -39,6 +41,8 @@ class ClientSettings:
     client_cert: str | None = None
     """A client certificate and its key, for servers that demand one (mutual TLS)."""
     client_key: str | None = None
+    token: str | None = field(default=None, repr=False)
+    """A bearer token (or JWT) sent with every call, for servers that require one."""
 
     @property
     def uses_tls(self) -> bool:
@@ -56,7 +60,26 @@ class ClientSettings:
             tls_ca=env.get(TLS_CA_VARIABLE) or None,
             client_cert=env.get(CLIENT_CERT_VARIABLE) or None,
             client_key=env.get(CLIENT_KEY_VARIABLE) or None,
+            token=_token(),
         )
+
+
+def _token() -> str | None:
+    """`ARTIFACTD_TOKEN`, else the first line of `ARTIFACTD_TOKEN_FILE` (a mounted secret)."""
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    if token:
+        return token
+    path = os.environ.get(TOKEN_FILE_VARIABLE, "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read {TOKEN_FILE_VARIABLE}={path!r}: {exc}") from None
+    if not token:
+        raise InvalidArgument(f"{TOKEN_FILE_VARIABLE}={path!r} is empty")
+    return token
 
 
 def _timeout(name: str, default: float | None) -> float | None:

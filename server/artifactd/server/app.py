@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import grpc
@@ -22,7 +22,16 @@ from grpc_reflection.v1alpha import reflection
 
 from artifactd import defaults, malloc
 from artifactd.server import limits, tls
+from artifactd.server.auth.authenticator import Authenticator, AuthSettings
+from artifactd.server.auth.interceptor import AuthInterceptor, Decider
+from artifactd.server.auth.resources import Resources
 from artifactd.server.multipart import DirectUploads, Settings
+from artifactd.server.observability import (
+    Metrics,
+    ObservingInterceptor,
+    UploadSessionsCollector,
+    meter_storage,
+)
 from artifactd.server.resumable import ResumableUploads
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.run_servicer import RunServicer
@@ -65,6 +74,11 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    metrics_host: str | None = None  # None: the same as `host`
+    metrics_port_file: str | None = None
+    log_format: str = "text"  # or "json"; applied by the `serve` command
 
 
 class ArtifactServer:
@@ -73,22 +87,30 @@ class ArtifactServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.database = open_database(config.backend_store_uri)
+        self.metrics = Metrics()
         storages = [
-            open_storage(root, fsync=config.fsync)
+            meter_storage(open_storage(root, fsync=config.fsync), self.metrics)
             for root in (config.artifacts_destination, *config.extra_artifact_roots)
         ]
         self.roots = ArtifactRoots(storages)
         self.storage = self.roots.default
         store = TrackingStore(self.database)
+        sessions = UploadSessions(self.database)
+        self.metrics.registry.register(UploadSessionsCollector(self.database))
+        self.authenticator = Authenticator(config.auth)  # bad credential files stop start-up
+        decider = Decider(Resources(store, self.roots, sessions))
         self._committer = ThreadPoolExecutor(8, thread_name_prefix="commit")
         self._server = grpc.server(
             ThreadPoolExecutor(config.max_workers, thread_name_prefix="rpc"),
+            interceptors=[
+                ObservingInterceptor(self.metrics),  # first: sees every call, refused ones too
+                AuthInterceptor(self.authenticator, decider),
+            ],
             options=limits.GRPC_OPTIONS,
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         scopes = Scopes(self.roots, store)
-        sessions = UploadSessions(self.database)
         settings = Settings(
             url_ttl=config.presigned_url_ttl,
             session_ttl=config.multipart_session_ttl,
@@ -114,7 +136,9 @@ class ArtifactServer:
         credentials = tls.server_credentials(
             tls.TlsFiles(config.tls_cert, config.tls_key, config.tls_client_ca)
         )
-        warning = tls.exposure_warning(config.host, credentials is not None)
+        warning = tls.exposure_warning(
+            config.host, credentials is not None, self.authenticator.enabled
+        )
         if warning:
             log.warning(warning)
         if credentials is None:
@@ -134,6 +158,12 @@ class ArtifactServer:
             ", ".join(self.roots.uris),
             redact(self.config.backend_store_uri),
         )
+        if config.metrics_port is not None:
+            metrics_host = config.metrics_host or config.host
+            metrics_port = self.metrics.serve(metrics_host, config.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", _bracket(metrics_host), metrics_port)
+            if config.metrics_port_file:
+                _write_atomically(config.metrics_port_file, f"{metrics_port}\n")
         if self.config.port_file:
             _write_atomically(self.config.port_file, f"{self.port}\n")
         return self.port
@@ -171,6 +201,7 @@ class ArtifactServer:
         self._committer.shutdown(wait=True)
         for storage in self.roots.storages:
             storage.close()
+        self.metrics.close()
         self.database.close()
 
     def wait(self) -> None:
@@ -197,8 +228,12 @@ def serve(config: ServerConfig) -> int:
         )
         stop_requested.set()
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.authenticator.reload, name="reload").start()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     server.start()
     while not stop_requested.wait(3600):
         pass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -10,6 +9,9 @@ import click
 from artifactd import defaults
 from artifactd.errors import ArtifactError
 from artifactd.server.app import ServerConfig, serve
+from artifactd.server.auth.authenticator import AuthSettings
+from artifactd.server.auth.jwt_verifier import JwtSettings
+from artifactd.server.observability.logs import configure_logging
 
 _DEFAULTS = ServerConfig()
 
@@ -135,11 +137,77 @@ _DEFAULTS = ServerConfig()
     help="PEM CA bundle: clients must present a certificate it signed (mutual TLS).",
 )
 @click.option(
+    "--auth-tokens-file",
+    envvar="ARTIFACTD_AUTH_TOKENS_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML file of token digests and certificate names with their roles; turns "
+    "authentication on. Reloaded on SIGHUP. `artifactd token create` makes entries.",
+)
+@click.option(
+    "--auth-jwks-file",
+    envvar="ARTIFACTD_AUTH_JWKS_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON Web Key Set (public keys) that bearer JWTs are verified against; turns "
+    "authentication on. Reloaded on SIGHUP.",
+)
+@click.option(
+    "--auth-jwt-issuer",
+    envvar="ARTIFACTD_AUTH_JWT_ISSUER",
+    default=None,
+    help="Required 'iss' of JWTs (unchecked when unset).",
+)
+@click.option(
+    "--auth-jwt-audience",
+    envvar="ARTIFACTD_AUTH_JWT_AUDIENCE",
+    default=None,
+    help="Required 'aud' of JWTs (tokens with an 'aud' are refused when unset).",
+)
+@click.option(
+    "--auth-jwt-roles-claim",
+    envvar="ARTIFACTD_AUTH_JWT_ROLES_CLAIM",
+    default="roles",
+    show_default=True,
+    help="JWT claim with the caller's roles: a list (or space-separated string) of "
+    "'reader', 'writer', 'admin', each optionally ':<experiment id>'.",
+)
+@click.option(
     "--log-level",
     envvar="ARTIFACTD_LOG_LEVEL",
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option(
+    "--metrics-port",
+    envvar="ARTIFACTD_METRICS_PORT",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics over HTTP on this port, at /metrics (0: any free port; "
+    "unset: no metrics endpoint).",
+)
+@click.option(
+    "--metrics-host",
+    envvar="ARTIFACTD_METRICS_HOST",
+    default=None,
+    help="Address the metrics endpoint listens on  [default: the same as --host]",
+)
+@click.option(
+    "--metrics-port-file",
+    envvar="ARTIFACTD_METRICS_PORT_FILE",
+    default=None,
+    help="Write the metrics endpoint's bound port to this file once serving (for "
+    "--metrics-port 0).",
+)
+@click.option(
+    "--log-format",
+    envvar="ARTIFACTD_LOG_FORMAT",
+    default=_DEFAULTS.log_format,
+    show_default=True,
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="Server log lines as text, or as one JSON object per line (every record, the access "
+    "log of logger artifactd.access included).",
 )
 def serve_command(
     host: str,
@@ -158,12 +226,19 @@ def serve_command(
     tls_cert: str | None,
     tls_key: str | None,
     tls_client_ca: str | None,
+    auth_tokens_file: str | None,
+    auth_jwks_file: str | None,
+    auth_jwt_issuer: str | None,
+    auth_jwt_audience: str | None,
+    auth_jwt_roles_claim: str,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str | None,
+    metrics_port_file: str | None,
+    log_format: str,
 ) -> None:
     """Serve the artifact API over gRPC."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format.lower())
     config = ServerConfig(
         host=host,
         port=port,
@@ -175,12 +250,26 @@ def serve_command(
         reflection=reflection,
         fsync=fsync,
         port_file=port_file,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        metrics_port_file=metrics_port_file,
+        log_format=log_format.lower(),
         presigned_url_ttl=presigned_url_ttl,
         multipart_session_ttl=multipart_session_ttl,
         presigned_download_ttl=presigned_download_ttl,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
+        auth=AuthSettings(
+            tokens_file=auth_tokens_file,
+            jwt=(
+                JwtSettings(
+                    auth_jwks_file, auth_jwt_issuer, auth_jwt_audience, auth_jwt_roles_claim
+                )
+                if auth_jwks_file
+                else None
+            ),
+        ),
     )
     try:
         code = serve(config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from artifactd.server import identity
 from artifactd.server.convert import file_info, timestamp_ns
 from artifactd.server.multipart import MAX_URLS_PER_CALL, DirectUploads, Part
 from artifactd.server.resumable import ResumableUploads
@@ -21,8 +22,8 @@ from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 
 def caller(context: grpc.ServicerContext) -> str:
-    """The principal a session belongs to: anonymous ("") until authentication exists."""
-    return ""
+    """The principal a session belongs to ("" when authentication is off)."""
+    return identity.current().name
 
 
 def _timestamp(seconds: float) -> Timestamp:

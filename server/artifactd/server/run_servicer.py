@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 import grpc
 
 from artifactd.errors import InvalidArgument
-from artifactd.server import limits, paging
+from artifactd.server import identity, limits, paging
+from artifactd.server.auth.policy import readable_experiments
 from artifactd.server.gc import GarbageCollector
 from artifactd.server.multipart import DirectUploads
 from artifactd.server.roots import ArtifactRoots
@@ -140,7 +141,8 @@ class RunServicer(rpb_grpc.RunServiceServicer):
             ):
                 raise InvalidArgument("page_token is not one this server issued")
             after = position[0]
-        found = self._store.list_experiments(view_type, size + 1, after)
+        visible = readable_experiments(identity.current())
+        found = self._store.list_experiments(view_type, size + 1, after, visible)
         found, token = _page(found, size, listing, lambda e: [int(e.experiment_id)])
         return rpb.ListExperimentsResponse(
             experiments=[experiment_message(e) for e in found], next_page_token=token
@@ -192,6 +194,12 @@ class RunServicer(rpb_grpc.RunServiceServicer):
             ):
                 raise InvalidArgument("page_token is not one this server issued")
             after = (position[0], position[1])
+        if not experiment_ids:  # every run the caller may read (the policy checked named ones)
+            visible = readable_experiments(identity.current())
+            if visible is not None:
+                if not visible:
+                    return rpb.ListRunsResponse()
+                experiment_ids = sorted(visible)
         found = self._store.list_runs(experiment_ids, view_type, size + 1, after)
         found, token = _page(found, size, listing, lambda r: [r.start_time, r.run_id])
         return rpb.ListRunsResponse(runs=[run_message(r) for r in found], next_page_token=token)

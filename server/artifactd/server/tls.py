@@ -87,12 +87,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def exposure_warning(host: str, tls: bool) -> str | None:
-    """The warning for serving plaintext beyond this machine (None when there is nothing to say)."""
-    if tls or is_loopback(host):
+def exposure_warning(host: str, tls: bool, authenticated: bool = False) -> str | None:
+    """The warning for serving beyond this machine without TLS or authentication (None when
+    there is nothing to say)."""
+    if is_loopback(host) or (tls and authenticated):
         return None
+    if not tls and not authenticated:
+        return (
+            f"serving PLAINTEXT gRPC on {host}, beyond this machine, WITHOUT TLS OR "
+            "AUTHENTICATION: anyone who can reach the port can read and change every artifact. "
+            "Use --tls-cert and --tls-key (and --tls-client-ca) with --auth-tokens-file or "
+            "--auth-jwks-file, or bind 127.0.0.1 behind a mesh that provides mTLS"
+        )
+    if not tls:
+        return (
+            f"serving PLAINTEXT gRPC on {host}, beyond this machine: bearer tokens and artifacts "
+            "cross the network unencrypted. Use --tls-cert and --tls-key, unless a mesh sidecar "
+            "encrypts this hop"
+        )
     return (
-        f"serving PLAINTEXT gRPC on {host}, beyond this machine, WITHOUT TLS OR AUTHENTICATION: "
-        "anyone who can reach the port can read and change every artifact. Use --tls-cert and "
-        "--tls-key (and --tls-client-ca), or bind 127.0.0.1 behind a mesh that provides mTLS"
+        f"serving TLS on {host} WITHOUT AUTHENTICATION: anyone who can reach the port can read "
+        "and change every artifact. Use --auth-tokens-file or --auth-jwks-file"
     )

@@ -196,15 +196,35 @@ class TrackingStore:
                 raise NotFound(f"there is no {what}")
             return _experiment(row)
 
+    def experiment_at(self, uri: str) -> str | None:
+        """The experiment whose artifact location is `uri` or one of its folders, if any.
+
+        Locations never overlap (`_refuse_overlap`), so there is at most one.
+        """
+        with self.database.transaction() as session:
+            found = session.scalar(
+                select(ExperimentRow.experiment_id).where(
+                    ExperimentRow.artifact_location.in_([uri, *ancestors(uri)])
+                )
+            )
+        return None if found is None else str(found)
+
     def list_experiments(
-        self, view_type: str, limit: int, after_id: int | None = None
+        self,
+        view_type: str,
+        limit: int,
+        after_id: int | None = None,
+        only: frozenset[str] | None = None,
     ) -> list[Experiment]:
+        """A page of experiments by id; `only` restricts it to those ids (None: all)."""
         query = (
             select(ExperimentRow)
             .where(ExperimentRow.lifecycle_stage.in_(_stages(view_type)))
             .order_by(ExperimentRow.experiment_id)
             .limit(limit)
         )
+        if only is not None:
+            query = query.where(ExperimentRow.experiment_id.in_(sorted(int(e) for e in only)))
         if after_id is not None:
             query = query.where(ExperimentRow.experiment_id > after_id)
         with self.database.transaction() as session:
