@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
@@ -79,6 +80,11 @@ class ServerConfig:
     metrics_host: str | None = None  # None: the same as `host`
     metrics_port_file: str | None = None
     log_format: str = "text"  # or "json"; applied by the `serve` command
+    log_level: str = "INFO"  # applied by the `serve` command (and by each --workers process)
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT); see workers.py
+    sweeper: bool = True  # expired-session sweeps; one worker runs them, not every one
+    drain_delay: float = 0.0  # seconds NOT_SERVING is reported before new calls are refused
+    connections: limits.ConnectionSettings = field(default_factory=limits.ConnectionSettings)
 
 
 class ArtifactServer:
@@ -106,7 +112,8 @@ class ArtifactServer:
                 ObservingInterceptor(self.metrics),  # first: sees every call, refused ones too
                 AuthInterceptor(self.authenticator, decider),
             ],
-            options=limits.GRPC_OPTIONS,
+            options=limits.grpc_options(config.connections),
+            maximum_concurrent_rpcs=config.connections.max_concurrent_rpcs,
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -150,7 +157,8 @@ class ArtifactServer:
         self._server.start()
         for service in ("", *SERVICE_NAMES):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        threading.Thread(target=self._sweep, name="sweep", daemon=True).start()
+        if config.sweeper:
+            threading.Thread(target=self._sweep, name="sweep", daemon=True).start()
         log.info(
             "artifactd listening on %s:%d, artifacts in %s, backend store %s",
             self.config.host,
@@ -192,6 +200,8 @@ class ArtifactServer:
         """Drains: NOT_SERVING, no new calls, `grace` seconds for running ones, then stops."""
         self._health.enter_graceful_shutdown()
         self._stopping.set()
+        if self.config.drain_delay:  # balancers and probes see NOT_SERVING and move away first
+            time.sleep(self.config.drain_delay)
         grace = self.config.grace_period if grace is None else grace
         stopped = self._server.stop(grace)
         # Transfers done before the grace ends: cut the calls left (health watches) right away.
@@ -210,6 +220,10 @@ class ArtifactServer:
 
 def serve(config: ServerConfig) -> int:
     """Runs until SIGTERM or SIGINT, then drains; returns the process exit code."""
+    if config.workers > 1:
+        from artifactd.server.workers import supervise
+
+        return supervise(config)
     malloc.bound_server_heap()  # before the thread pools exist and allocate
     server = ArtifactServer(config)
     stop_requested = threading.Event()

@@ -11,9 +11,11 @@ from artifactd.errors import ArtifactError
 from artifactd.server.app import ServerConfig, serve
 from artifactd.server.auth.authenticator import AuthSettings
 from artifactd.server.auth.jwt_verifier import JwtSettings
+from artifactd.server.limits import ConnectionSettings
 from artifactd.server.observability.logs import configure_logging
 
 _DEFAULTS = ServerConfig()
+_CONNECTIONS = ConnectionSettings()
 
 
 @click.command("serve")
@@ -173,6 +175,77 @@ _DEFAULTS = ServerConfig()
     "'reader', 'writer', 'admin', each optionally ':<experiment id>'.",
 )
 @click.option(
+    "--workers",
+    envvar="ARTIFACTD_WORKERS",
+    type=click.IntRange(1, 256),
+    default=_DEFAULTS.workers,
+    show_default=True,
+    help="Server processes sharing the port (SO_REUSEPORT); about one per core.",
+)
+@click.option(
+    "--drain-delay",
+    envvar="ARTIFACTD_DRAIN_DELAY",
+    type=click.FloatRange(0, 600),
+    default=_DEFAULTS.drain_delay,
+    show_default=True,
+    help="Seconds to report NOT_SERVING after SIGTERM before refusing new calls.",
+)
+@click.option(
+    "--keepalive-time",
+    envvar="ARTIFACTD_KEEPALIVE_TIME",
+    type=click.FloatRange(1),
+    default=_CONNECTIONS.keepalive_time,
+    show_default=True,
+    help="Seconds between the server's keepalive pings on an idle connection.",
+)
+@click.option(
+    "--keepalive-timeout",
+    envvar="ARTIFACTD_KEEPALIVE_TIMEOUT",
+    type=click.FloatRange(1),
+    default=_CONNECTIONS.keepalive_timeout,
+    show_default=True,
+    help="Seconds to wait for a ping's answer before closing the connection.",
+)
+@click.option(
+    "--max-connection-idle",
+    envvar="ARTIFACTD_MAX_CONNECTION_IDLE",
+    type=click.FloatRange(1),
+    default=None,
+    help="Close connections without calls after this many seconds (default: never).",
+)
+@click.option(
+    "--max-connection-age",
+    envvar="ARTIFACTD_MAX_CONNECTION_AGE",
+    type=click.FloatRange(1),
+    default=None,
+    help="Ask clients to reconnect after this many seconds, so an L4 balancer spreads "
+    "long-lived connections (default: never).",
+)
+@click.option(
+    "--max-connection-age-grace",
+    envvar="ARTIFACTD_MAX_CONNECTION_AGE_GRACE",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds calls may run on a connection past its max age (default: forever; keep it "
+    "longer than your longest upload).",
+)
+@click.option(
+    "--max-concurrent-streams",
+    envvar="ARTIFACTD_MAX_CONCURRENT_STREAMS",
+    type=click.IntRange(1),
+    default=_CONNECTIONS.max_concurrent_streams,
+    show_default=True,
+    help="Calls one connection may have open at once (HTTP/2 SETTINGS).",
+)
+@click.option(
+    "--max-concurrent-rpcs",
+    envvar="ARTIFACTD_MAX_CONCURRENT_RPCS",
+    type=click.IntRange(1),
+    default=None,
+    help="Calls the process accepts at once; more are refused with RESOURCE_EXHAUSTED "
+    "(default: no limit; they wait for one of --max-workers).",
+)
+@click.option(
     "--log-level",
     envvar="ARTIFACTD_LOG_LEVEL",
     default="INFO",
@@ -231,6 +304,15 @@ def serve_command(
     auth_jwt_issuer: str | None,
     auth_jwt_audience: str | None,
     auth_jwt_roles_claim: str,
+    workers: int,
+    drain_delay: float,
+    keepalive_time: float,
+    keepalive_timeout: float,
+    max_connection_idle: float | None,
+    max_connection_age: float | None,
+    max_connection_age_grace: float | None,
+    max_concurrent_streams: int,
+    max_concurrent_rpcs: int | None,
     log_level: str,
     metrics_port: int | None,
     metrics_host: str | None,
@@ -254,6 +336,18 @@ def serve_command(
         metrics_host=metrics_host,
         metrics_port_file=metrics_port_file,
         log_format=log_format.lower(),
+        log_level=log_level.upper(),
+        workers=workers,
+        drain_delay=drain_delay,
+        connections=ConnectionSettings(
+            keepalive_time=keepalive_time,
+            keepalive_timeout=keepalive_timeout,
+            max_connection_idle=max_connection_idle,
+            max_connection_age=max_connection_age,
+            max_connection_age_grace=max_connection_age_grace,
+            max_concurrent_streams=max_concurrent_streams,
+            max_concurrent_rpcs=max_concurrent_rpcs,
+        ),
         presigned_url_ttl=presigned_url_ttl,
         multipart_session_ttl=multipart_session_ttl,
         presigned_download_ttl=presigned_download_ttl,

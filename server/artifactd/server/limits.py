@@ -7,6 +7,8 @@ and copies every message), and upload no slower; `bench/` re-measures it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -20,6 +22,47 @@ PENDING_COMMITS_PER_STREAM = 32
 """Files of one LogArtifacts stream being made durable while the next ones are received."""
 
 UPLOAD_WINDOW = 4 * MiB
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Per-connection behaviour a mesh or an L4 balancer cares about (seconds; None: gRPC's
+    default, which for the connection-age settings is forever)."""
+
+    keepalive_time: float = 120.0
+    keepalive_timeout: float = 20.0
+    max_connection_idle: float | None = None
+    max_connection_age: float | None = None
+    max_connection_age_grace: float | None = None
+    max_concurrent_streams: int = 100
+    max_concurrent_rpcs: int | None = None
+
+
+def grpc_options(settings: ConnectionSettings) -> list[tuple[str, int]]:
+    """`GRPC_OPTIONS` plus the connection settings, as gRPC channel arguments."""
+    options = [
+        *GRPC_OPTIONS,
+        ("grpc.keepalive_time_ms", _ms(settings.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout)),
+        # Our clients ping every 60 s, also while a long call sends nothing (a big GC); the
+        # default 5 minutes between such pings would answer them with GOAWAY too_many_pings.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+    ]
+    for name, value in (
+        ("grpc.max_connection_idle_ms", settings.max_connection_idle),
+        ("grpc.max_connection_age_ms", settings.max_connection_age),
+        ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace),
+    ):
+        if value is not None:
+            options.append((name, _ms(value)))
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
 
 GRPC_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
