@@ -19,6 +19,7 @@ def check_run_id(run_id: str) -> str:
     if not is_run_id(run_id):
         raise InvalidArgument(
             f"run id {run_id!r} is not a run id: run ids are 32 lower-case hex characters "
-            "(as `artifactd runs create` prints them)"
+            "(as `artifactd runs create` prints them)",
+            field="run_id",
         )
     return run_id

@@ -32,10 +32,17 @@ _INVISIBLE = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029\ufeff"
 )
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_FIELD = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class InvalidPath(InvalidArgument):
-    """A path that breaks the grammar; the message says which rule and quotes the path."""
+    """A path that breaks the grammar; the message says which rule and quotes the path.
+
+    `field` is the request field that held it: `path` unless `parse` was told otherwise.
+    """
+
+    def __init__(self, message: str, *, field: str | None = "path") -> None:
+        super().__init__(message, field=field)
 
 
 @dataclass(frozen=True, order=True)
@@ -80,7 +87,22 @@ def parse(path: str, *, allow_root: bool = False, what: str = "path") -> Artifac
     """Parses `path` or raises `InvalidPath` naming the rule it broke.
 
     The empty string is the root, accepted only where `allow_root` says a directory makes sense.
+    `what` starts the message; its first word, when it is a field name (`page_token`), is the
+    error's `field`, else `path`.
     """
+    try:
+        return _parse(path, allow_root, what)
+    except InvalidPath as exc:
+        exc.field = _field_of(what)
+        raise
+
+
+def _field_of(what: str) -> str:
+    word = what.split(" ", 1)[0]
+    return word if _FIELD.fullmatch(word) else "path"
+
+
+def _parse(path: str, allow_root: bool, what: str) -> ArtifactPath:
     if not isinstance(path, str):
         raise InvalidPath(f"{what} must be a string, got {type(path).__name__}")
     if path == "":

@@ -93,7 +93,7 @@ class ResumableUpload:
                 if code not in RETRYABLE or tries == self._retries:
                     self._give_up(upload_id)
                     raise (error(exc) if isinstance(exc, grpc.RpcError) else exc) from None
-                backoff(tries)
+                backoff(tries, exc if isinstance(exc, grpc.RpcError) else None)
                 held = None  # ask again: the server may hold more or fewer bytes than sent
                 continue
             self._record.forget()

@@ -16,10 +16,12 @@ from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar, cast
 
 import grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
 from artifactd.client.settings import SERVER_VARIABLE, ClientSettings, channel_credentials
 from artifactd.client.target import DEFAULT_TARGET, guard_environment, strict_from_env
-from artifactd.errors import ArtifactError, from_status
+from artifactd.errors import ArtifactError, from_status, retry_delay
 
 T = TypeVar("T")
 
@@ -32,6 +34,8 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 0),
 ]
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+MAX_SUGGESTED_DELAY = 30.0
+"""The longest wait between retries a server's `RetryInfo` can ask for."""
 
 
 def open_channel(target: str, settings: ClientSettings) -> grpc.Channel:
@@ -140,7 +144,7 @@ class Connection:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
                     raise error(exc) from None
-                backoff(tries)
+                backoff(tries, exc)
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -153,13 +157,31 @@ class Connection:
 
 
 def error(exc: grpc.RpcError) -> ArtifactError:
-    """The `artifactd.errors` exception for a failed call."""
+    """The `artifactd.errors` exception for a failed call, with the server's error details
+    (`reason`, `field_violations`, `retry_delay`) when it sent them."""
     call = exc if isinstance(exc, grpc.Call) else None
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     details = (call.details() if call is not None else None) or str(exc)
     if code == grpc.StatusCode.UNAVAILABLE:
         details = f"artifactd server unavailable: {details}"
-    return from_status(code, details)
+    return from_status(code, details, rich_status(exc))
+
+
+def rich_status(exc: grpc.RpcError) -> status_pb2.Status | None:
+    """The `google.rpc.Status` a failed call carried; None without one (an older server, a
+    proxy's own error) or when it does not match the call's status."""
+    if not isinstance(exc, grpc.Call):
+        return None
+    try:
+        return rpc_status.from_call(exc)
+    except Exception:  # a malformed trailer or a mismatched status: the plain status stands
+        return None
+
+
+def suggested_delay(exc: grpc.RpcError) -> float | None:
+    """Seconds the server's `RetryInfo` asks to wait before a retry, if it sent one."""
+    status = rich_status(exc)
+    return None if status is None else retry_delay(status)
 
 
 def call(method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
@@ -170,8 +192,15 @@ def call(method: Callable[..., Any], request: Any, timeout: float | None) -> Any
         raise error(exc) from None
 
 
-def backoff(tries: int) -> None:
-    time.sleep(min(8.0, 0.25 * 2**tries) * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+def backoff(tries: int, exc: grpc.RpcError | None = None) -> None:
+    """Waits before retry `tries + 1`: what the failure's `RetryInfo` suggests (at most
+    `MAX_SUGGESTED_DELAY`), else exponentially longer each time; with jitter either way."""
+    suggested = suggested_delay(exc) if exc is not None else None
+    if suggested is not None:
+        delay = min(MAX_SUGGESTED_DELAY, suggested)
+    else:
+        delay = min(8.0, 0.25 * 2**tries)
+    time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
 
 
 def code_name(code: int) -> str:

@@ -94,7 +94,7 @@ class ArtifactRoots:
             try:
                 uri = uri_of(self.default, parse(text, what="artifact_location"))
             except InvalidPath as exc:
-                raise InvalidArgument(str(exc)) from None
+                raise InvalidArgument(str(exc), field=exc.field) from None
         location = self.locate(uri)
         if location.path.is_root:
             raise PermissionDenied(

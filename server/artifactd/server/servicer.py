@@ -58,9 +58,11 @@ def _header_reader(
                 )
                 return resumable.spec(continuation, owner)
             if header.offset:
-                raise InvalidArgument("offset is only for continuing an upload (upload_id)")
+                raise InvalidArgument(
+                    "offset is only for continuing an upload (upload_id)", field="offset"
+                )
             if header.HasField("size") and header.size < 0:
-                raise InvalidArgument(f"size must not be negative, got {header.size}")
+                raise InvalidArgument(f"size must not be negative, got {header.size}", field="size")
             path = parse(header.path)
             return UploadSpec(
                 path=path,

@@ -1,7 +1,8 @@
 """Turns domain errors into gRPC statuses, in one place for every RPC.
 
 Adapters and helpers raise `artifactd.errors` exceptions; the `translate_errors` decorator on
-each servicer method aborts the call with the matching canonical code and the error's message.
+each servicer method aborts the call with the matching canonical code and the error's message,
+and `google.rpc` error details (`error_details`) in the trailers.
 Anything else is a bug: it is logged with a reference the client's message repeats, and the
 client sees INTERNAL without internals.
 """
@@ -14,12 +15,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from sqlalchemy.exc import OperationalError
 
 from artifactd.errors import ArtifactError
+from artifactd.server import error_details
+from artifactd.server.observability.requests import request_path
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +55,35 @@ class InFlight:
             return self._idle.wait_for(lambda: self._count == 0, timeout)
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+def _abort(
+    context: grpc.ServicerContext, exc: BaseException, method: str, request: object = None
+) -> NoReturn:
+    metadata = {"method": method, "path": request_path(request)}
     if isinstance(exc, ArtifactError):
         log.info("%s failed: %s %s", method, exc.code.name, exc.message)
-        context.abort(exc.code, exc.message)
+        error_details.abort_with(context, exc, metadata)
     if isinstance(exc, OperationalError):  # the database went away or refused the connection
         log.warning("%s: backend store unavailable: %s", method, exc.orig or exc)
-        context.abort(
-            grpc.StatusCode.UNAVAILABLE, "the backend store (database) is unavailable; retry later"
+        error_details.abort(
+            context,
+            error_details.rich_status(
+                grpc.StatusCode.UNAVAILABLE,
+                "the backend store (database) is unavailable; retry later",
+                error_details.BACKEND_STORE_UNAVAILABLE,
+                metadata,
+                retry_delay=error_details.BACKEND_STORE_RETRY_DELAY,
+            ),
         )
     ref = uuid.uuid4().hex[:12]
     log.exception("%s crashed (ref %s)", method, ref)
-    context.abort(
-        grpc.StatusCode.INTERNAL, f"internal server error (ref {ref}); see the server log"
+    error_details.abort(
+        context,
+        error_details.rich_status(
+            grpc.StatusCode.INTERNAL,
+            f"internal server error (ref {ref}); see the server log",
+            error_details.INTERNAL,
+            {**metadata, "ref": ref},
+        ),
     )
 
 
@@ -85,7 +104,7 @@ def translate_errors(method: F) -> F:
             except grpc.RpcError:
                 log.info("%s: the client went away", name)  # cancelled or deadline passed
             except Exception as exc:
-                _abort(context, exc, name)
+                _abort(context, exc, name, request)
 
         return cast(F, stream_wrapper)
 
@@ -98,7 +117,6 @@ def translate_errors(method: F) -> F:
             log.info("%s: the client went away", name)
             return None
         except Exception as exc:
-            _abort(context, exc, name)
-            return None  # unreachable: abort raises
+            _abort(context, exc, name, request)
 
     return cast(F, unary_wrapper)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
@@ -20,7 +20,9 @@ from artifactd.server.auth.authenticator import Authenticator
 from artifactd.server.auth.grants import format_grant
 from artifactd.server.auth.policy import RULES, On, Rule, allows
 from artifactd.server.auth.resources import Resources
+from artifactd.server.error_details import abort_with
 from artifactd.server.identity import LOCAL, Grant, Principal, Role, acting_as
+from artifactd.server.observability.requests import request_path
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +145,11 @@ class _Call:
     def _principal(self, context: grpc.ServicerContext) -> Principal:
         if self._rule is None:
             log.error("%s has no authorization rule: refused", self._method)
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{self._method} has no authorization rule on this server; it is refused",
+            self._abort(
+                context,
+                PermissionDenied(
+                    f"{self._method} has no authorization rule on this server; it is refused"
+                ),
             )
         if not self._authenticator.enabled:
             return LOCAL
@@ -154,8 +158,7 @@ class _Call:
                 context.invocation_metadata(), context.auth_context()
             )
         except ArtifactError as exc:
-            context.abort(exc.code, exc.message)
-            raise  # unreachable: abort raises
+            self._abort(context, exc)
 
     def _check(self, principal: Principal, request: Message, context: grpc.ServicerContext) -> None:
         assert self._rule is not None
@@ -163,7 +166,13 @@ class _Call:
             self._decider.check(self._rule, principal, request)
         except ArtifactError as exc:
             log.info("%s refused for %r: %s", self._method, principal.name, exc.message)
-            context.abort(exc.code, exc.message)
+            self._abort(context, exc, request)
+
+    def _abort(
+        self, context: grpc.ServicerContext, exc: ArtifactError, request: object = None
+    ) -> NoReturn:
+        metadata = {"method": self._method.rsplit("/", 1)[-1], "path": request_path(request)}
+        abort_with(context, exc, metadata)
 
     def _checked_stream(
         self, principal: Principal, requests: Iterator[Message]
