@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs and runs all of it: generated-code check, buf lint,
-# ruff, mypy and pytest (real server processes on 127.0.0.1; the machine's PostgreSQL and MariaDB,
+# Installs everything the test suite needs and runs all of it: generated-code check (Python,
+# TypeScript and Go clients), buf lint and buf breaking, the Dockerfile and Kubernetes manifests
+# lint, ruff, mypy and pytest (real server processes on 127.0.0.1; the machine's PostgreSQL and MariaDB,
 # started by scripts/ensure_databases.sh if stopped). Works on a fresh machine with
 # Python >= 3.11; installs Node.js/npm from Debian when missing (for buf), as root.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k listing
@@ -14,7 +15,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,mlflow]"
 
 step "buf (npm)"
 if ! command -v npm >/dev/null 2>&1; then
@@ -26,11 +27,15 @@ if [ ! -x .tools/node_modules/.bin/buf ]; then
   (cd .tools && npm install --no-audit --no-fund --silent @bufbuild/buf@1.75.0)
 fi
 
+step "client toolchains (Go from Debian, npm ci in client/typescript)"
+scripts/install_clients.sh
+
 step "generated stubs are up to date"
 PYTHON="$VENV/bin/python" scripts/gen_protos.sh
-if [ -d .git ] && [ -n "$(git status --porcelain -- client/artifactd/v1)" ]; then
-  git status --porcelain -- client/artifactd/v1
-  git --no-pager diff --stat -- client/artifactd/v1
+GENERATED=(client/artifactd/v1 client/typescript/src/gen client/go/artifactdv1)
+if [ -d .git ] && [ -n "$(git status --porcelain -- "${GENERATED[@]}")" ]; then
+  git status --porcelain -- "${GENERATED[@]}"
+  git --no-pager diff --stat -- "${GENERATED[@]}"
   echo "Generated code is out of date: run scripts/gen_protos.sh and commit the result." >&2
   exit 1
 fi
@@ -38,13 +43,25 @@ fi
 step "buf lint"
 .tools/node_modules/.bin/buf lint
 
+step "buf breaking (against the previous commit)"
+# An incompatible change to protos/ fails here; version it instead (a new package, e.g.
+# artifactd.v2, next to v1). Needs the previous commit: a shallow or single-commit clone has none.
+if [ -d .git ] && git rev-parse -q --verify 'HEAD~1^{commit}' >/dev/null; then
+  .tools/node_modules/.bin/buf breaking --against '.git#ref=HEAD~1'
+else
+  echo "skipped: no previous commit in this checkout (not a git clone, or a shallow or single-commit one)"
+fi
+
+step "deployment: hadolint on the Dockerfile, kubernetes-validate on deploy/kubernetes"
+VENV="$VENV" scripts/lint_deploy.sh
+
 step "ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 
 step "mypy"
 # one -p per package: mypy does not merge a namespace package spread over two source trees
-"$VENV/bin/mypy" -p artifactd.server -p artifactd.client -p artifactd.cli \
+"$VENV/bin/mypy" -p artifactd.server -p artifactd.client -p artifactd.cli -p artifactd.mlflow \
   -p artifactd.paths -p artifactd.errors -p artifactd.localfs -p artifactd.malloc -p artifactd.durations -p artifactd.background -p artifactd.ids -p artifactd.defaults
 
 step "database servers for the backend-store tests"

@@ -37,7 +37,7 @@ from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, erro
 from artifactd.client.settings import ClientSettings
 from artifactd.client.target import Location, in_run, resolve
 from artifactd.errors import ArtifactError, DataLoss, FailedPrecondition, InvalidArgument
-from artifactd.paths import ArtifactPath, join, parse
+from artifactd.paths import ROOT, ArtifactPath, join, parse
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
@@ -334,22 +334,32 @@ class ArtifactClient(Connection):
         dst_path: str | os.PathLike[str] | None = None,
         *,
         run_id: str | None = None,
+        relative_to: str | None = None,
     ) -> str:
         """Downloads a file or directory to `dst_path/<artifact_path>`; returns that local path.
 
         `dst_path` defaults to a new temporary directory. Each file is checked against the
         server's size and sha256 before it appears under its name. With a run, `artifact_path`
         is relative to the run's artifact root, and so is where it lands under `dst_path`.
+        `relative_to`, a directory containing `artifact_path` (in the same run), shortens where
+        it lands to `dst_path/<artifact_path below relative_to>`: the layout of a repository
+        rooted below the server's root, such as the MLflow plugin's.
         """
         path, run = self._locate(artifact_path, run_id)
+        base = ROOT if relative_to is None else self._locate(relative_to, run or None)[0]
+        if not path.is_relative_to(base):
+            raise InvalidArgument(f"'{path}' is not under relative_to '{base}'")
+        local = path.parts[len(base.parts) :]
         dst = os.fspath(dst_path) if dst_path is not None else tempfile.mkdtemp(prefix="artifactd-")
-        destination = Destination(dst)
+        destination = _Rebased(dst, len(base.parts))
         info = self.get_artifact_info(str(path), run_id=run or None)
         if info.is_dir:
             self._retrying(lambda: self._download_tree(path, run, destination))
+        elif not local:
+            raise InvalidArgument(f"'{path}' is a file: relative_to must be a directory above it")
         elif not self._download_directly(path, run, destination.file(path.parts), info):
             self._download_file(path, run, destination.file(path.parts))
-        return os.path.join(dst, *path.parts)
+        return os.path.join(dst, *local)
 
     def _download_directly(
         self, path: ArtifactPath, run_id: str, target: str, info: ArtifactInfo
@@ -379,7 +389,7 @@ class ArtifactClient(Connection):
                 except grpc.RpcError as exc:
                     if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
                         raise error(exc) from None
-                    backoff(tries)  # then resume from the last byte received
+                    backoff(tries, exc)  # then resume from the last byte received
             download.commit()
         finally:
             download.close()
@@ -412,6 +422,17 @@ class ArtifactClient(Connection):
             disable=not self.progress,
             leave=False,
         )
+
+
+class _Rebased(Destination):
+    """A download directory for server paths below a base of `skip` segments, which it drops."""
+
+    def __init__(self, dst: str, skip: int) -> None:
+        super().__init__(dst)
+        self._skip = skip
+
+    def directory(self, parts: tuple[str, ...]) -> str:
+        return super().directory(parts[self._skip :])
 
 
 class _FileDownload:
