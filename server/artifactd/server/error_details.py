@@ -41,6 +41,9 @@ RETRY_DELAYS: dict[grpc.StatusCode, float] = {
 """Seconds a client should wait before retrying, for the codes where a retry may work."""
 BACKEND_STORE_RETRY_DELAY = 2.0
 
+MAX_MESSAGE = 2048
+"""Longest status message: it travels twice (grpc-message and inside the details), and a
+message echoing a huge forged id must not push the trailers past the client's 8 KiB limit."""
 MAX_VALUE = 256
 """Longest metadata value or violation description: the status message already says it all,
 and the trailers must stay well under a client's metadata limit (8 KiB by default)."""
@@ -63,6 +66,8 @@ def rich_status(
     retry_delay: float | None = None,
 ) -> status_pb2.Status:
     """A `google.rpc.Status` with an `ErrorInfo` and, when given, `BadRequest` and `RetryInfo`."""
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
     details: list[Message] = [
         error_details_pb2.ErrorInfo(
             reason=reason,
