@@ -1,0 +1,113 @@
+"""Transfer throughput of this checkout's server against an earlier revision's, in one run.
+
+    python bench/version_bench.py --against 40ae1b4 [--size-mib 512] [--rounds 3]
+
+Both servers run from source (the earlier one from a `git worktree`) with the same venv, on
+127.0.0.1, default flags (authentication off, no metrics port: the per-call interceptors still
+run); the same client (this checkout's) uploads a file and downloads it again, alternating
+between the two servers round by round so machine noise hits both alike. Prints medians and the
+ratio new/old (above 1: the new server is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(TOP / "client"), str(TOP / "tests")]
+
+from artifactd.client import ArtifactClient  # noqa: E402
+from artifactd.client.settings import ClientSettings  # noqa: E402
+
+
+def start(tree: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    work.mkdir(parents=True)
+    port_file = work / "port"
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'server'}{os.pathsep}{tree / 'client'}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "artifactd.cli.main", "serve", "--port", "0", "--port-file",
+         str(port_file), "--artifacts-destination", str(work / "store"), "--log-level", "WARNING"],
+        cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server from {tree} did not start")
+        time.sleep(0.05)
+    return process, f"127.0.0.1:{port_file.read_text().strip()}"
+
+
+def one_round(target: str, source: Path, out: Path, name: str) -> tuple[float, float]:
+    settings = ClientSettings(max_retries=0, rpc_timeout=600)
+    with ArtifactClient(target, settings=settings) as client:
+        began = time.perf_counter()
+        client.log_artifact(source, name)
+        uploaded = time.perf_counter() - began
+        began = time.perf_counter()
+        client.download_artifacts(f"{name}/{source.name}", out)
+        downloaded = time.perf_counter() - began
+    return uploaded, downloaded
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", required=True, help="git revision to compare with")
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "false"  # measure the streamed path
+    os.environ["ARTIFACTD_RESUMABLE_MINIMUM_FILE_SIZE"] = str(1 << 40)
+    with tempfile.TemporaryDirectory(prefix="version-bench-") as scratch:
+        base = Path(scratch)
+        old_tree = base / "old"
+        subprocess.run(["git", "-C", str(TOP), "worktree", "add", "--detach", str(old_tree),
+                        args.against], check=True, capture_output=True)  # fmt: skip
+        processes = []
+        try:
+            source = base / "payload.bin"
+            with open(source, "wb") as fh:
+                for _ in range(args.size_mib):
+                    fh.write(os.urandom(1 << 20))
+            servers = {}
+            for label, tree in (("new", TOP), ("old", old_tree)):
+                process, target = start(tree, base / f"run-{label}")
+                processes.append(process)
+                servers[label] = target
+            times: dict[str, list[tuple[float, float]]] = {"new": [], "old": []}
+            for index in range(args.rounds):
+                order = ("new", "old") if index % 2 == 0 else ("old", "new")
+                for label in order:
+                    out = base / f"out-{label}-{index}"
+                    times[label].append(one_round(servers[label], source, out, f"r{index}"))
+                    subprocess.run(["rm", "-rf", str(out)], check=True)
+            mib = args.size_mib
+            medians = {
+                label: (
+                    statistics.median(u for u, _ in runs),
+                    statistics.median(d for _, d in runs),
+                )
+                for label, runs in times.items()
+            }
+            for label, (up, down) in medians.items():
+                print(f"{label}: upload {mib / up:7.1f} MiB/s  download {mib / down:7.1f} MiB/s")
+            (new_up, new_down), (old_up, old_down) = medians["new"], medians["old"]
+            print(f"new/old: upload {old_up / new_up:.2f}x  download {old_down / new_down:.2f}x "
+                  f"({args.rounds} rounds of {mib} MiB, medians)")  # fmt: skip
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(60)
+            subprocess.run(["git", "-C", str(TOP), "worktree", "remove", "--force",
+                            str(old_tree)], check=False, capture_output=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
