@@ -113,6 +113,21 @@ def wait_serving(target: str, timeout: float = 10.0, client: ClientSettings | No
             time.sleep(0.05)
 
 
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m artifactd.cli.main ARGS` from the source tree (`env` adds to this process's
+    environment), its output captured."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(_source_roots()), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "artifactd.cli.main", *args],
+        env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
 def _source_roots() -> list[str]:
     top = Path(__file__).resolve().parent.parent
     return [str(top / "server"), str(top / "client")]

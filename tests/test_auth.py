@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, run_cli, start_server
 
 READER, WRITER, ADMIN = 1, 2, 3
 ROLE_NAMES = {READER: "reader", WRITER: "writer", ADMIN: "admin"}
@@ -576,16 +575,10 @@ def test_the_client_library_sends_its_token(harness: Harness, tmp_path: Path) ->
 
 
 def _cli(harness: Harness, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    top = Path(__file__).resolve().parent.parent
-    environment = {
-        **os.environ, "PYTHONPATH": os.pathsep.join([str(top / "server"), str(top / "client")]),
-        "ARTIFACTD_SERVER": harness.server.target, **env,
-    }  # fmt: skip
-    environment.pop("ARTIFACTD_TOKEN", None) if "ARTIFACTD_TOKEN" not in env else None
-    return subprocess.run(
-        [sys.executable, "-m", "artifactd.cli.main", *args], env=environment,
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    # no token but the one the test gives
+    return run_cli(
+        *args, env={"ARTIFACTD_TOKEN": "", "ARTIFACTD_SERVER": harness.server.target, **env}
+    )
 
 
 def test_the_cli_takes_a_token_file_or_variable(harness: Harness, tmp_path: Path) -> None:
@@ -648,13 +641,7 @@ def test_serve_refuses_a_bad_tokens_file_with_one_line(
 ) -> None:
     tokens_file = tmp_path / "tokens.toml"
     tokens_file.write_text(content)
-    top = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(top / "server"), str(top / "client")])}
-    done = subprocess.run(
-        [sys.executable, "-m", "artifactd.cli.main", "serve", "--port", "0",
-         "--auth-tokens-file", str(tokens_file)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_cli("serve", "--port", "0", "--auth-tokens-file", str(tokens_file), cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("artifactd: cannot serve:") and message in last, last

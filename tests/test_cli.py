@@ -10,25 +10,17 @@ import tempfile
 from pathlib import Path
 
 from conftest import sha256_of, write_random
-from servers import ServerProcess
+from servers import ServerProcess, run_cli
 
 
 def cli(
     *args: str, server: ServerProcess | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    top = Path(__file__).resolve().parent.parent
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(top / "server"), str(top / "client")]),
-        **(env or {}),
-    }
+    full_env = dict(env or {})
     if server is not None:
         full_env["ARTIFACTD_SERVER"] = server.target
     with tempfile.TemporaryDirectory(prefix="artifactd-cli-") as cwd:  # for a default store
-        return subprocess.run(
-            [sys.executable, "-m", "artifactd.cli.main", *args],
-            capture_output=True, text=True, env=full_env, timeout=120, check=False, cwd=cwd,
-        )  # fmt: skip
+        return run_cli(*args, env=full_env, cwd=cwd, timeout=120)
 
 
 def test_log_list_download_rm(server: ServerProcess, prefix: str, tmp_path: Path) -> None:

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,7 @@ from artifactd.client.settings import ClientSettings
 from artifactd.errors import InvalidArgument, PermissionDenied, Unavailable
 from artifactd.server.tls import TlsFiles, exposure_warning, server_credentials
 
-from servers import ServerProcess, start_server
+from servers import ServerProcess, run_cli, start_server
 
 
 @dataclass(frozen=True)
@@ -175,25 +172,17 @@ def test_mutual_tls_needs_a_certificate_from_the_client_ca(
 def test_the_cli_takes_tls_options_and_variables(
     mtls_server: ServerProcess, pki: Pki, tmp_path: Path
 ) -> None:
-    top = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ, "PYTHONPATH": os.pathsep.join([str(top / "server"), str(top / "client")]),
-        "ARTIFACTD_SERVER": mtls_server.target,
-    }  # fmt: skip
-    command = [sys.executable, "-m", "artifactd.cli.main"]
+    env = {"ARTIFACTD_SERVER": mtls_server.target}
     flags = ["--tls-ca", str(pki.ca), "--client-cert", str(pki.client_cert),
              "--client-key", str(pki.client_key)]  # fmt: skip
-    ok = subprocess.run([*command, *flags, "health"], env=env, capture_output=True, text=True,
-                        timeout=60, check=False)  # fmt: skip
+    ok = run_cli(*flags, "health", env=env)
     assert (ok.returncode, ok.stdout.strip()) == (0, "SERVING"), ok.stderr
     variables = {**env, "ARTIFACTD_TLS_CA": str(pki.ca),
                  "ARTIFACTD_CLIENT_CERT": str(pki.client_cert),
                  "ARTIFACTD_CLIENT_KEY": str(pki.client_key)}  # fmt: skip
-    listed = subprocess.run([*command, "artifacts", "list"], env=variables, capture_output=True,
-                            text=True, timeout=60, check=False)  # fmt: skip
+    listed = run_cli("artifacts", "list", env=variables)
     assert listed.returncode == 0, listed.stderr
-    plain = subprocess.run([*command, "health", "--timeout", "2"], env=env, capture_output=True,
-                           text=True, timeout=60, check=False)  # fmt: skip
+    plain = run_cli("health", "--timeout", "2", env=env)
     assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
 
 
@@ -215,12 +204,9 @@ def test_bad_tls_files_are_refused_at_start_up(pki: Pki, files: object, message:
 
 
 def test_serve_refuses_bad_tls_files_with_one_line(pki: Pki, tmp_path: Path) -> None:
-    top = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(top / "server"), str(top / "client")])}
-    done = subprocess.run(
-        [sys.executable, "-m", "artifactd.cli.main", "serve", "--port", "0", "--tls-cert",
-         str(pki.server_cert), "--tls-key", str(pki.client_key)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    done = run_cli(
+        "serve", "--port", "0", "--tls-cert", str(pki.server_cert), "--tls-key",
+        str(pki.client_key), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("artifactd: cannot serve: the TLS")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from artifactd.errors import InvalidArgument
+from artifactd.pem import read_pem
 
 TRANSFER_TIMEOUT_VARIABLE = "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT"
 RPC_TIMEOUT_VARIABLE = "ARTIFACTD_RPC_TIMEOUT"
@@ -112,14 +113,6 @@ def _integer(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _pem(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read the {what} {path!r}: {exc.strerror or exc}") from None
-
-
 def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
     """TLS credentials for the channel, or None for plaintext."""
     if not settings.uses_tls:
@@ -130,9 +123,9 @@ def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | N
             f"{CLIENT_KEY_VARIABLE}"
         )
     return grpc.ssl_channel_credentials(
-        root_certificates=_pem(settings.tls_ca, "CA bundle") if settings.tls_ca else None,
-        private_key=_pem(settings.client_key, "client key") if settings.client_key else None,
+        root_certificates=read_pem(settings.tls_ca, "CA bundle") if settings.tls_ca else None,
+        private_key=read_pem(settings.client_key, "client key") if settings.client_key else None,
         certificate_chain=(
-            _pem(settings.client_cert, "client certificate") if settings.client_cert else None
+            read_pem(settings.client_cert, "client certificate") if settings.client_cert else None
         ),
     )

@@ -38,10 +38,6 @@ class Principal:
     grants: frozenset[Grant] = field(default_factory=frozenset)
     method: str = "anonymous"
 
-    @property
-    def anonymous(self) -> bool:
-        return self.method == "anonymous"
-
     def role_on(self, experiment_id: str | None) -> Role | None:
         """The highest role this principal holds on `experiment_id` (None: globally only)."""
         roles = [

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from artifactd.errors import InvalidArgument
+from artifactd.pem import read_pem
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,7 @@ class TlsFiles:
 
 
 def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read the {what} {path!r}: {exc.strerror or exc}") from None
+    data = read_pem(path, what)
     if b"-----BEGIN" not in data:
         raise InvalidArgument(f"the {what} {path!r} is not PEM (no -----BEGIN line)")
     return data

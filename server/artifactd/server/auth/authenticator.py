@@ -8,7 +8,6 @@ rotated file cannot lock everyone out.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +41,7 @@ class _Credentials:
 class Authenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
-        self._credentials = self._load()
+        self._credentials = self._load()  # replaced whole on reload: readers need no lock
 
     @property
     def enabled(self) -> bool:
@@ -62,8 +60,7 @@ class Authenticator:
         except ArtifactError as exc:
             log.error("credentials NOT reloaded, the previous ones stay in force: %s", exc)
             return False
-        with self._lock:
-            self._credentials = credentials
+        self._credentials = credentials
         log.info("credentials reloaded")
         return True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.message import Message
@@ -21,13 +21,11 @@ from artifactd.server.auth.grants import format_grant
 from artifactd.server.auth.policy import RULES, On, Rule, allows
 from artifactd.server.auth.resources import Resources
 from artifactd.server.error_details import abort_with
+from artifactd.server.handlers import Behavior, Handler, rewrapped
 from artifactd.server.identity import LOCAL, Grant, Principal, Role, acting_as
 from artifactd.server.observability.requests import request_path
 
 log = logging.getLogger(__name__)
-
-Behavior = Callable[..., Any]
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class Decider:
@@ -36,7 +34,15 @@ class Decider:
     def __init__(self, resources: Resources) -> None:
         self._resources = resources
 
-    def check(self, rule: Rule, principal: Principal, request: Message) -> None:
+    def check(
+        self,
+        rule: Rule,
+        principal: Principal,
+        request: Message,
+        runs: dict[str, str] | None = None,
+    ) -> None:
+        """Raises unless allowed. `runs` remembers run -> experiment across the headers of one
+        upload stream (a run never changes experiment), so a batch looks each run up once."""
         role = rule.role
         if rule.on in (On.NOTHING, On.ANY) or role is None or allows(principal, role, None):
             return  # a global grant covers every experiment: nothing to look up
@@ -48,7 +54,7 @@ class Decider:
             self._require(principal, role, None)
             return
         try:
-            experiment_id = self._experiment(rule.on, principal, request)
+            experiment_id = self._experiment(rule.on, principal, request, runs)
         except NotFound as exc:
             if rule.on is On.UPLOAD:
                 raise  # owner-bound already: another caller's id is NOT_FOUND for everyone
@@ -57,12 +63,18 @@ class Decider:
             ) from None
         self._require(principal, role, experiment_id)
 
-    def _experiment(self, on: On, principal: Principal, request: Message) -> str | None:
+    def _experiment(
+        self, on: On, principal: Principal, request: Message, runs: dict[str, str] | None
+    ) -> str | None:
         resources = self._resources
         if on is On.TARGET:
             target: Any = getattr(request, "header") if _has_header(request) else request  # noqa: B009
             if getattr(target, "upload_id", ""):
                 return resources.of_upload(target.upload_id, principal.name)
+            if target.run_id and runs is not None:
+                if target.run_id not in runs:
+                    runs[target.run_id] = resources.of_run(target.run_id)
+                return runs[target.run_id]
             return resources.of_target(target.run_id, target.path)
         if on is On.UPLOAD:
             return resources.of_upload(getattr(request, "upload_id"), principal.name)  # noqa: B009
@@ -105,30 +117,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if rule is not None and rule.on is On.NOTHING:
             return handler
         call = _Call(self._authenticator, self._decider, method, rule)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                call.unary(handler.unary_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                call.unary_stream(handler.unary_stream),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                call.stream_unary(handler.stream_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        assert handler.stream_stream is not None
-        return grpc.stream_stream_rpc_method_handler(
-            call.stream_stream(handler.stream_stream),
-            handler.request_deserializer,
-            handler.response_serializer,
-        )
+        wrappers = {
+            (False, False): call.unary,
+            (False, True): call.unary_stream,
+            (True, False): call.stream_unary,
+            (True, True): call.stream_stream,
+        }
+        return rewrapped(handler, lambda kind, behavior: wrappers[kind](behavior))
 
 
 class _Call:
@@ -179,10 +174,11 @@ class _Call:
     ) -> Iterator[Message]:
         assert self._rule is not None
         rule = self._rule
+        runs: dict[str, str] = {}
         for message in requests:
             if _has_header(message):
                 try:
-                    self._decider.check(rule, principal, message)
+                    self._decider.check(rule, principal, message, runs)
                 except ArtifactError as exc:
                     log.info("%s refused for %r: %s", self._method, principal.name, exc.message)
                     raise

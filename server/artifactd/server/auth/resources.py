@@ -47,11 +47,7 @@ class Resources:
 
     def of_experiment(self, request: Message) -> str:
         experiment_id = getattr(request, "experiment_id", "")
-        name = (
-            getattr(request, "name", "")
-            if request.DESCRIPTOR.name == "GetExperimentRequest"
-            else ""
-        )
+        name = getattr(request, "name", "")  # GetExperiment may name it instead
         if experiment_id:
             check_experiment_id(experiment_id)
             return str(experiment_id)

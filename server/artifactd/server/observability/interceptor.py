@@ -15,11 +15,11 @@ from typing import Any
 
 import grpc
 
+from artifactd.server.handlers import Behavior, Kind, kind_of, rewrapped
 from artifactd.server.observability.calls import Call, MethodMetrics, gone, outcome
 from artifactd.server.observability.metrics import Metrics
 from artifactd.server.observability.requests import REQUEST_ID_KEY, request_id, request_path
 
-Behavior = Callable[[Any, grpc.ServicerContext], Any]
 Begin = Callable[[grpc.ServicerContext], Call]
 
 _KINDS = {
@@ -44,10 +44,9 @@ class ObservingInterceptor(grpc.ServerInterceptor):
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED itself
             return None
         full_method: str = handler_call_details.method
-        streams = (bool(handler.request_streaming), bool(handler.response_streaming))
         method = self._methods.get(full_method)
         if method is None:
-            method = MethodMetrics.of(self._metrics, full_method, _KINDS[streams])
+            method = MethodMetrics.of(self._metrics, full_method, _KINDS[kind_of(handler)])
             self._methods[full_method] = method
         method.started.inc()
         rid = request_id(handler_call_details.invocation_metadata)
@@ -61,25 +60,7 @@ class ObservingInterceptor(grpc.ServerInterceptor):
                 context.send_initial_metadata(((REQUEST_ID_KEY, rid),))
             return call
 
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if streams == (False, False):
-            assert handler.unary_unary is not None
-            wrapped = _unary_unary(handler.unary_unary, begin)
-            return grpc.unary_unary_rpc_method_handler(wrapped, **serializers)
-        if streams == (False, True):
-            assert handler.unary_stream is not None
-            wrapped = _unary_stream(handler.unary_stream, begin)
-            return grpc.unary_stream_rpc_method_handler(wrapped, **serializers)
-        if streams == (True, False):
-            assert handler.stream_unary is not None
-            wrapped = _stream_unary(handler.stream_unary, begin)
-            return grpc.stream_unary_rpc_method_handler(wrapped, **serializers)
-        assert handler.stream_stream is not None
-        wrapped = _stream_stream(handler.stream_stream, begin)
-        return grpc.stream_stream_rpc_method_handler(wrapped, **serializers)
+        return rewrapped(handler, lambda kind, behavior: _WRAPPERS[kind](behavior, begin))
 
 
 def _end(call: Call, error: BaseException | None) -> None:
@@ -145,6 +126,14 @@ def _stream_stream(behavior: Behavior, begin: Begin) -> Behavior:
         return _responses(call, _call(call, behavior, _requests(call, requests)))
 
     return handle
+
+
+_WRAPPERS: dict[Kind, Callable[[Behavior, Begin], Behavior]] = {
+    (False, False): _unary_unary,
+    (False, True): _unary_stream,
+    (True, False): _stream_unary,
+    (True, True): _stream_stream,
+}
 
 
 def _requests(call: Call, requests: Iterator[Any]) -> Iterator[Any]:
