@@ -39,13 +39,29 @@ def slow_upload(path: str, chunks: int, pause: float) -> Iterator[pb.LogArtifact
     yield pb.LogArtifactRequest(finish=pb.UploadFinish(sha256=digest.hexdigest()))
 
 
-def started_calls(metrics_port: int) -> int:
+def metric_sum(metrics_port: int, name: str) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     return sum(
-        int(float(value))
-        for value in re.findall(r"^artifactd_grpc_server_started_total\{[^}]*\} (\S+)$", text, re.M)
+        int(float(value)) for value in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)
     )
+
+
+def started_calls(metrics_port: int) -> int:
+    return metric_sum(metrics_port, "artifactd_grpc_server_started_total")
+
+
+def wait_in_flight(metrics_ports: list[int], count: int, timeout: float = 20.0) -> None:
+    """Until the servers report `count` streams running (a loaded machine starts calls late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = sum(
+            metric_sum(port, "artifactd_grpc_server_active_streams") for port in metrics_ports
+        )
+        if running >= count:
+            return
+        assert time.monotonic() < deadline, f"only {running} of {count} calls started"
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -81,7 +97,7 @@ def test_workers_share_one_port_and_drain_together_under_load(
                 )
                 for i, channel in enumerate(channels)
             ]
-            time.sleep(0.6)  # every upload is in flight now
+            wait_in_flight(ports, 4)
             server.process.send_signal(signal.SIGTERM)
             results = [future.result() for future in uploads]
         assert [r.file.file_size for r in results] == [12 * CHUNK] * 4
@@ -128,12 +144,16 @@ def test_the_drain_delay_reports_not_serving_while_still_answering(tmp_path: Pat
 
 
 def test_calls_beyond_the_concurrency_limit_are_refused(tmp_path: Path) -> None:
-    server = start_server(tmp_path / "store", tmp_path / "run", "--max-concurrent-rpcs", "1")
+    metrics_file = tmp_path / "metrics-port"
+    server = start_server(
+        tmp_path / "store", tmp_path / "run", "--max-concurrent-rpcs", "1", "--metrics-port",
+        "0", "--metrics-port-file", str(metrics_file),
+    )  # fmt: skip
     try:
         with grpc.insecure_channel(server.target) as channel:
             stub = pb_grpc.ArtifactServiceStub(channel)
             holding = stub.LogArtifact.future(slow_upload("held.bin", 12, 0.15), timeout=30)
-            time.sleep(0.5)
+            wait_in_flight([int(metrics_file.read_text())], 1)
             with pytest.raises(grpc.RpcError) as refused:
                 stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=5)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
