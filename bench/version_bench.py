@@ -6,7 +6,9 @@ Both servers run from source (the earlier one from a `git worktree`) with the sa
 127.0.0.1, default flags (authentication off, no metrics port: the per-call interceptors still
 run); the same client (this checkout's) uploads a file and downloads it again, alternating
 between the two servers round by round so machine noise hits both alike. Prints medians and the
-ratio new/old (above 1: the new server is faster).
+ratio new/old (above 1: the new server is faster), and the server's CPU seconds per GiB moved,
+which this shared machine's noise moves less than wall time. Files of 64 MiB and more go up
+resumably by default, as they do for users; `--plain-stream` sends them as one plain stream.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ import time
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TOP / "client"), str(TOP / "tests")]
+sys.path[:0] = [str(TOP / "client"), str(TOP / "tests"), str(TOP / "bench")]
+
+from proctree import cpu_seconds  # noqa: E402
 
 from artifactd.client import ArtifactClient  # noqa: E402
 from artifactd.client.settings import ClientSettings  # noqa: E402
+
+Sample = tuple[float, float, float, float]
+"""Upload seconds, download seconds, server CPU seconds of each."""
 
 
 def start(tree: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -44,16 +51,16 @@ def start(tree: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"127.0.0.1:{port_file.read_text().strip()}"
 
 
-def one_round(target: str, source: Path, out: Path, name: str) -> tuple[float, float]:
+def one_round(server: int, target: str, source: Path, out: Path, name: str) -> Sample:
     settings = ClientSettings(max_retries=0, rpc_timeout=600)
     with ArtifactClient(target, settings=settings) as client:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), cpu_seconds(server)
         client.log_artifact(source, name)
-        uploaded = time.perf_counter() - began
-        began = time.perf_counter()
+        uploaded, upload_cpu = time.perf_counter() - began, cpu_seconds(server) - cpu
+        began, cpu = time.perf_counter(), cpu_seconds(server)
         client.download_artifacts(f"{name}/{source.name}", out)
-        downloaded = time.perf_counter() - began
-    return uploaded, downloaded
+        downloaded, download_cpu = time.perf_counter() - began, cpu_seconds(server) - cpu
+    return uploaded, downloaded, upload_cpu, download_cpu
 
 
 def main() -> int:
@@ -61,9 +68,11 @@ def main() -> int:
     parser.add_argument("--against", required=True, help="git revision to compare with")
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--plain-stream", action="store_true", help="no resumable uploads")
     args = parser.parse_args()
     os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "false"  # measure the streamed path
-    os.environ["ARTIFACTD_RESUMABLE_MINIMUM_FILE_SIZE"] = str(1 << 40)
+    if args.plain_stream:
+        os.environ["ARTIFACTD_RESUMABLE_MINIMUM_FILE_SIZE"] = str(1 << 40)
     with tempfile.TemporaryDirectory(prefix="version-bench-") as scratch:
         base = Path(scratch)
         old_tree = base / "old"
@@ -79,27 +88,33 @@ def main() -> int:
             for label, tree in (("new", TOP), ("old", old_tree)):
                 process, target = start(tree, base / f"run-{label}")
                 processes.append(process)
-                servers[label] = target
-            times: dict[str, list[tuple[float, float]]] = {"new": [], "old": []}
+                servers[label] = (process.pid, target)
+            samples: dict[str, list[Sample]] = {"new": [], "old": []}
+            mib = args.size_mib
             for index in range(args.rounds):
                 order = ("new", "old") if index % 2 == 0 else ("old", "new")
                 for label in order:
                     out = base / f"out-{label}-{index}"
-                    times[label].append(one_round(servers[label], source, out, f"r{index}"))
+                    sample = one_round(*servers[label], source, out, f"r{index}")
+                    samples[label].append(sample)
                     subprocess.run(["rm", "-rf", str(out)], check=True)
-            mib = args.size_mib
+                    print(f"round {index} {label}: upload {mib / sample[0]:.0f} MiB/s "
+                          f"({sample[2]:.2f} server CPU-s), download {mib / sample[1]:.0f} MiB/s "
+                          f"({sample[3]:.2f})", file=sys.stderr, flush=True)  # fmt: skip
             medians = {
-                label: (
-                    statistics.median(u for u, _ in runs),
-                    statistics.median(d for _, d in runs),
-                )
-                for label, runs in times.items()
+                label: [statistics.median(column) for column in zip(*runs, strict=True)]
+                for label, runs in samples.items()
             }
-            for label, (up, down) in medians.items():
-                print(f"{label}: upload {mib / up:7.1f} MiB/s  download {mib / down:7.1f} MiB/s")
-            (new_up, new_down), (old_up, old_down) = medians["new"], medians["old"]
-            print(f"new/old: upload {old_up / new_up:.2f}x  download {old_down / new_down:.2f}x "
-                  f"({args.rounds} rounds of {mib} MiB, medians)")  # fmt: skip
+            gib = mib / 1024
+            for label, (up, down, up_cpu, down_cpu) in medians.items():
+                print(f"{label}: upload {mib / up:7.1f} MiB/s ({up_cpu / gib:.2f} server CPU-s/GiB)"
+                      f"  download {mib / down:7.1f} MiB/s ({down_cpu / gib:.2f})")  # fmt: skip
+            new, old = medians["new"], medians["old"]
+            print(
+                f"new/old: upload {old[0] / new[0]:.2f}x  download {old[1] / new[1]:.2f}x; "
+                f"server CPU new/old: upload {new[2] / old[2]:.2f}, download "
+                f"{new[3] / old[3]:.2f} ({args.rounds} rounds of {mib} MiB, medians)"
+            )
         finally:
             for process in processes:
                 process.terminate()

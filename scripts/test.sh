@@ -62,7 +62,7 @@ step "ruff"
 step "mypy"
 # one -p per package: mypy does not merge a namespace package spread over two source trees
 "$VENV/bin/mypy" -p artifactd.server -p artifactd.client -p artifactd.cli -p artifactd.mlflow \
-  -p artifactd.paths -p artifactd.errors -p artifactd.localfs -p artifactd.malloc -p artifactd.durations -p artifactd.background -p artifactd.ids -p artifactd.defaults -p artifactd.pem
+  -p artifactd.paths -p artifactd.errors -p artifactd.localfs -p artifactd.malloc -p artifactd.durations -p artifactd.background -p artifactd.ids -p artifactd.defaults -p artifactd.pem -p artifactd.wire
 
 step "database servers for the backend-store tests"
 scripts/ensure_databases.sh

@@ -17,17 +17,17 @@ DEFAULT_DEPTH = 16  # chunks in flight: 4 MiB at 256 KiB
 
 class BackgroundConsumer:
     def __init__(
-        self, consume: Callable[[bytes], None], name: str, depth: int = DEFAULT_DEPTH
+        self, consume: Callable[[bytes | memoryview], None], name: str, depth: int = DEFAULT_DEPTH
     ) -> None:
         self._consume = consume
-        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(depth)
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = threading.Thread(
             target=self._drain, name=name, daemon=True
         )
         self._thread.start()
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes | memoryview) -> None:
         if self._failure is not None:
             raise self._failure
         self._queue.put(data)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from tqdm import tqdm
 
 from artifactd import malloc
@@ -35,13 +36,14 @@ from artifactd.client.localfiles import Destination, VerifiedFile
 from artifactd.client.resumable import ResumableUpload
 from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, error
 from artifactd.client.settings import ClientSettings
+from artifactd.client.stubs import ArtifactStub
 from artifactd.client.target import Location, in_run, resolve
 from artifactd.errors import ArtifactError, DataLoss, FailedPrecondition, InvalidArgument
 from artifactd.paths import ROOT, ArtifactPath, join, parse
 from artifactd.v1 import artifact_service_pb2 as pb
-from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from artifactd.wire import OutgoingChunk
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Message)
 
 BATCH_FILES = 10_000
 
@@ -83,7 +85,7 @@ class ArtifactClient(Connection):
         self.direct = direct if direct is not None else DirectSettings.from_env()
         self._direct_hint: bool | None = None
         malloc.keep_transfer_buffers()
-        self._stub = pb_grpc.ArtifactServiceStub(self._channel)
+        self._stub = ArtifactStub(self._channel)
 
     # -- addressing ------------------------------------------------------------------------
 
@@ -275,7 +277,9 @@ class ArtifactClient(Connection):
                               "resumable")  # fmt: skip
         with open(local, "rb") as fh, self._bar(st.st_size, local) as bar:
 
-            def messages(header: pb.UploadHeader, offset: int) -> Iterator[pb.LogArtifactRequest]:
+            def messages(
+                header: pb.UploadHeader, offset: int
+            ) -> Iterator[OutgoingChunk[pb.LogArtifactRequest]]:
                 prefix = hashlib.sha256()  # the finish digest covers the whole file
                 fh.seek(0)
                 remaining = offset
@@ -318,7 +322,7 @@ class ArtifactClient(Connection):
 
     def _batch_messages(
         self, batch: list[tuple[str, ArtifactPath]], run_id: str, bar: tqdm[Any] | None
-    ) -> Iterator[pb.LogArtifactsRequest]:
+    ) -> Iterator[OutgoingChunk[pb.LogArtifactsRequest]]:
         for local, path in batch:
             with open(local, "rb") as fh:
                 header = self._header(path, os.fstat(fh.fileno()).st_size, run_id)
@@ -457,7 +461,7 @@ class _FileDownload:
             self._on_info(message.info)
         if self._out is None:
             raise DataLoss(f"the server sent data for '{self.path}' before its info")
-        data = message.data  # each access copies the bytes out of the message
+        data = message.data  # a view of the received buffer (artifactd.wire.Chunk)
         if data:
             self._out.write(data)
             if self._bar is not None:
@@ -504,7 +508,7 @@ class _TreeDownload:
                 target = self.destination.file(path.parts)
                 self.current = VerifiedFile(target, info.file_size, info.sha256)
                 self.bar.update(1)
-        data = message.data  # each access copies the bytes out of the message
+        data = message.data  # a view of the received buffer (artifactd.wire.Chunk)
         if data:
             if self.current is None:
                 raise DataLoss("the server sent file data without naming the file")
@@ -528,7 +532,7 @@ def _file_messages(
     bar: tqdm[Any] | None,
     *,
     digest: Any = None,
-) -> Iterator[T]:
+) -> Iterator[OutgoingChunk[T]]:
     """header+data ... data+finish messages for one open file, hashing as it reads.
 
     The first chunk travels with the header and the last with the finish (a small file is one
@@ -543,15 +547,15 @@ def _file_messages(
         digest.update(chunk)
         if bar is not None:
             bar.update(len(chunk))
-        fields: dict[str, object] = {"data": chunk}
+        fields: dict[str, object] = {}
         if first:
             fields["header"] = header
             first = False
         if not following:
             fields["finish"] = pb.UploadFinish(sha256=digest.hexdigest())
-            yield message_type(**fields)
+            yield OutgoingChunk(message_type(**fields), chunk)
             return
-        yield message_type(**fields)
+        yield OutgoingChunk(message_type(**fields), chunk)
         chunk = following
 
 

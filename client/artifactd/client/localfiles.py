@@ -101,7 +101,7 @@ class VerifiedFile:
         if expected_size >= BACKGROUND_WRITE_THRESHOLD:
             self._writer = BackgroundConsumer(self._consume, "download-writer")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.received += len(data)
         if self.received > self.expected_size:
             raise DataLoss(
@@ -113,7 +113,7 @@ class VerifiedFile:
         else:
             self._writer.put(data)
 
-    def _consume(self, data: bytes) -> None:
+    def _consume(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
         self._file.write(data)
 

@@ -20,11 +20,12 @@ import grpc
 
 from artifactd.client.direct import UploadRecord
 from artifactd.client.rpc import RETRYABLE, backoff, call, error
+from artifactd.client.stubs import ArtifactStub
 from artifactd.errors import ArtifactError, NotFound, Unavailable
 from artifactd.v1 import artifact_service_pb2 as pb
-from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from artifactd.wire import OutgoingChunk
 
-Messages = Callable[[pb.UploadHeader, int], Iterator[pb.LogArtifactRequest]]
+Messages = Callable[[pb.UploadHeader, int], Iterator[OutgoingChunk[pb.LogArtifactRequest]]]
 """(header, offset) -> the stream of one file from `offset`; its finish carries the sha256 of the
 whole file, which the server checks against everything it holds."""
 
@@ -32,7 +33,7 @@ whole file, which the server checks against everything it holds."""
 class ResumableUpload:
     def __init__(
         self,
-        stub: pb_grpc.ArtifactServiceStub,
+        stub: ArtifactStub,
         record: UploadRecord,
         *,
         rpc_timeout: float | None,

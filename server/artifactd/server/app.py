@@ -26,6 +26,7 @@ from artifactd.server import limits, tls
 from artifactd.server.auth.authenticator import Authenticator, AuthSettings
 from artifactd.server.auth.interceptor import AuthInterceptor, Decider
 from artifactd.server.auth.resources import Resources
+from artifactd.server.chunk_decoding import ChunkDecodingInterceptor
 from artifactd.server.multipart import DirectUploads, Settings
 from artifactd.server.observability import (
     Metrics,
@@ -111,6 +112,7 @@ class ArtifactServer:
             interceptors=[
                 ObservingInterceptor(self.metrics),  # first: sees every call, refused ones too
                 AuthInterceptor(self.authenticator, decider),
+                ChunkDecodingInterceptor(),  # last: the deserializer it sets is the one used
             ],
             options=limits.grpc_options(config.connections),
             maximum_concurrent_rpcs=config.connections.max_concurrent_rpcs,

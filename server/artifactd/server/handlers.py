@@ -22,8 +22,13 @@ def kind_of(handler: Handler) -> Kind:
     return bool(handler.request_streaming), bool(handler.response_streaming)
 
 
-def rewrapped(handler: Handler, wrap: Callable[[Kind, Behavior], Behavior]) -> Handler:
-    """A handler of the same kind whose behaviour is `wrap(kind, behaviour)`."""
+def rewrapped(
+    handler: Handler,
+    wrap: Callable[[Kind, Behavior], Behavior],
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> Handler:
+    """A handler of the same kind whose behaviour is `wrap(kind, behaviour)` (and whose requests
+    `request_deserializer` decodes, if given)."""
     kind = kind_of(handler)
     behavior, build = {
         (False, False): (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
@@ -34,6 +39,6 @@ def rewrapped(handler: Handler, wrap: Callable[[Kind, Behavior], Behavior]) -> H
     assert behavior is not None
     return build(
         wrap(kind, behavior),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=request_deserializer or handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )

@@ -97,6 +97,8 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         self.in_flight = InFlight()
 
     def _stream(self, max_files: int, context: grpc.ServicerContext) -> UploadStream:
+        """Reads LogArtifact(s) requests, which arrive as `artifactd.wire.Chunk`s (their data a
+        view of the received buffer: `chunk_decoding`), typed here as the messages they wrap."""
         reader = _header_reader(self._scopes.writer(), self._resumable, caller(context))
         return UploadStream(reader, _finish_digest, max_files)
 

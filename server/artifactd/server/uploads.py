@@ -87,7 +87,7 @@ class IncomingFile:
         if spec.size is not None and spec.size >= BACKGROUND_WRITE_THRESHOLD:
             self._writer = BackgroundConsumer(self._consume, "upload-writer")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._received += len(data)
         declared = self.spec.size
         if declared is not None and self._received > declared:
@@ -100,7 +100,7 @@ class IncomingFile:
         else:
             self._writer.put(data)
 
-    def _consume(self, data: bytes) -> None:
+    def _consume(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
         self._upload.write(data)
 
@@ -142,9 +142,10 @@ class IncomingFile:
 
 
 class UploadMessage(Protocol):
-    """The shape LogArtifactRequest and LogArtifactsRequest share."""
+    """The shape LogArtifactRequest and LogArtifactsRequest share (as `artifactd.wire.Chunk`s)."""
 
-    data: bytes
+    @property
+    def data(self) -> bytes | memoryview: ...
 
     def HasField(self, field_name: Any) -> bool: ...  # noqa: N802 - protobuf name
 
@@ -195,9 +196,10 @@ class UploadStream:
                     current, failed = self._open(message, started)
                 elif current is None and failed is None:
                     raise InvalidArgument("data or finish arrived before any header message")
-                if current is not None and message.data:
+                data = message.data
+                if current is not None and data:
                     try:
-                        current.write(message.data)
+                        current.write(data)
                     except ArtifactError as exc:
                         current.abort()
                         failed, current = FileEvent(str(current.spec.path), error=exc), None

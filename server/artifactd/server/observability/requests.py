@@ -13,6 +13,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from artifactd.wire import Chunk
+
 REQUEST_ID_KEY = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_LOGGED_PATH = 1024
@@ -63,6 +65,8 @@ def _repeated(field: FieldDescriptor) -> bool:
 
 def request_path(message: object) -> str:
     """The request's artifact path ("" if it has none), cut to a sane length."""
+    if isinstance(message, Chunk):
+        message = message.message
     if not isinstance(message, Message):
         return ""
     descriptor = message.DESCRIPTOR

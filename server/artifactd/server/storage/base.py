@@ -40,7 +40,7 @@ class Upload(ABC):
     """A file being written: invisible until `commit`, gone without a trace after `abort`."""
 
     @abstractmethod
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     @abstractmethod
     def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:

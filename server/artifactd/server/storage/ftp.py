@@ -198,7 +198,7 @@ class _Writer(RemoteWriter):
         self._conn = conn
         self._sock: socket.socket | None = sock
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._sock is None:
             raise RuntimeError("writer closed")
         self._sock.sendall(data)

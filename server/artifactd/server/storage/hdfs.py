@@ -277,7 +277,7 @@ class _Writer(RemoteWriter):
     def __init__(self, stream: pyarrow.NativeFile) -> None:
         self._stream: pyarrow.NativeFile | None = stream
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._stream is None:
             raise RuntimeError("writer closed")
         self._stream.write(data)

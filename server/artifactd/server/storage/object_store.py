@@ -290,7 +290,7 @@ class BufferedUpload(Upload):
     def _discard(self) -> None:
         """Removes every part sent; must not raise (log instead)."""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._finished:
             raise RuntimeError("upload already finished")
         self._buffer += data

@@ -62,7 +62,7 @@ class RemoteWriter(ABC):
     """A remote file open for writing, fed chunk by chunk."""
 
     @abstractmethod
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     @abstractmethod
     def close(self) -> None:
@@ -548,7 +548,7 @@ class _RemoteUpload(Upload, Generic[C]):
         if conn is not None:
             self._storage._pool.checkin(conn, broken=broken)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if self._writer is None:
             raise RuntimeError("upload already finished")
         with self._fs.errors(f"'{self._path}'"):

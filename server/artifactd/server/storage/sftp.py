@@ -273,7 +273,7 @@ class _Writer(RemoteWriter):
     def __init__(self, handle: paramiko.SFTPFile) -> None:
         self._handle = handle
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._handle.write(data)
 
     def close(self) -> None:
