@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import crc32c
 import grpc
 import pytest
 
@@ -49,7 +50,12 @@ def start(stub: pb_grpc.ArtifactServiceStub, path: str, data: bytes, **fields: o
 
 
 def send(
-    stub: pb_grpc.ArtifactServiceStub, upload_id: str, offset: int, data: bytes, *, finish: bool
+    stub: pb_grpc.ArtifactServiceStub,
+    upload_id: str,
+    offset: int,
+    data: bytes,
+    *,
+    finish: bool | pb.UploadFinish,
 ) -> pb.LogArtifactResponse:
     def messages() -> Iterator[pb.LogArtifactRequest]:
         header = pb.UploadHeader(upload_id=upload_id, offset=offset)
@@ -57,7 +63,8 @@ def send(
         for position in range(0, len(data), 64 * KiB):
             yield pb.LogArtifactRequest(data=data[position : position + 64 * KiB])
         if finish:
-            yield pb.LogArtifactRequest(finish=pb.UploadFinish())
+            declared = finish if isinstance(finish, pb.UploadFinish) else pb.UploadFinish()
+            yield pb.LogArtifactRequest(finish=declared)
 
     return stub.LogArtifact(messages(), timeout=30)
 
@@ -239,3 +246,40 @@ def test_the_client_continues_across_a_server_restart(tmp_path: Path) -> None:
         client.close()
         if restarted is not None:
             assert restarted.stop() == 0
+
+
+def test_a_continued_streams_crc32c_covers_the_whole_file(
+    backend: Backend, bstub: pb_grpc.ArtifactServiceStub, prefix: str
+) -> None:
+    """As the sha256: the finish of the last stream declares the CRC32C of every byte held."""
+    data = os.urandom(MiB + 3)
+    path = f"{prefix}/crc.bin"
+    if backend.name in OBJECT_STORES:  # they take direct uploads (test_direct_*.py) instead
+        return
+    start_reply = bstub.StartResumableUpload(
+        pb.StartResumableUploadRequest(path=path, size=len(data)), timeout=30
+    )
+    upload_id = str(start_reply.upload_id)
+    half = len(data) // 2
+    assert code_of(lambda: send(bstub, upload_id, 0, data[:half], finish=False)) == (
+        grpc.StatusCode.ABORTED
+    )
+    only_this_stream = pb.UploadFinish(crc32c=crc32c.crc32c(data[half:]))
+    assert code_of(lambda: send(bstub, upload_id, half, data[half:], finish=only_this_stream)) == (
+        grpc.StatusCode.DATA_LOSS
+    )
+    assert (
+        code_of(lambda: bstub.GetArtifact(pb.GetArtifactRequest(path=path), timeout=30))
+        == grpc.StatusCode.NOT_FOUND
+    )
+    bstub.AbortMultipartUpload(pb.AbortMultipartUploadRequest(upload_id=upload_id), timeout=30)
+    upload_id = str(
+        bstub.StartResumableUpload(
+            pb.StartResumableUploadRequest(path=path, size=len(data)), timeout=30
+        ).upload_id
+    )
+    code_of(lambda: send(bstub, upload_id, 0, data[:half], finish=False))
+    whole = pb.UploadFinish(crc32c=crc32c.crc32c(data))
+    done = send(bstub, upload_id, half, data[half:], finish=whole)
+    assert done.file.sha256 == hashlib.sha256(data).hexdigest()
+    assert backend.leftovers(prefix) == []

@@ -7,11 +7,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import crc32c
 import grpc
 import pytest
 
 from artifactd import errors
 from artifactd.client import ArtifactClient
+from artifactd.client.checksums import checksum_for
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
@@ -30,6 +32,7 @@ def upload(
     size: int | None = None,
     header_sha: str = "",
     finish_sha: str | None = None,
+    finish_crc: int | None = None,
     finish: bool = True,
     overwrite: int = pb.OVERWRITE_POLICY_UNSPECIFIED,
 ) -> pb.LogArtifactResponse:
@@ -43,7 +46,10 @@ def upload(
         for chunk in chunks:
             yield pb.LogArtifactRequest(data=chunk)
         if finish:
-            yield pb.LogArtifactRequest(finish=pb.UploadFinish(sha256=finish_sha or ""))
+            declared = pb.UploadFinish(sha256=finish_sha or "")
+            if finish_crc is not None:
+                declared.crc32c = finish_crc
+            yield pb.LogArtifactRequest(finish=declared)
 
     return stub.LogArtifact(messages(), timeout=30)  # type: ignore[no-any-return]
 
@@ -179,6 +185,38 @@ def test_large_uploads_are_checked_the_same(
         assert err.value.code() == grpc.StatusCode.DATA_LOSS, kwargs
     assert sha256_of(server.root / prefix / "big.bin") == expected
     assert visible_files(server.root / prefix) == ["big.bin"], "no temp file may remain"
+
+
+@pytest.mark.parametrize("size", [0, 5, 9 * MiB], ids=["empty", "small", "9MiB"])
+def test_crc32c_is_checked_when_declared(
+    stub: pb_grpc.ArtifactServiceStub, prefix: str, server: ServerProcess, size: int
+) -> None:
+    """A declared CRC32C is checked like a sha256 (0 too: it is a value, not "unset")."""
+    path = f"{prefix}/c.bin"
+    data = os.urandom(size)
+    chunks = [data[i : i + MiB] for i in range(0, size, MiB)]
+    upload(stub, path, [b"old"])
+    for wrong in (crc32c.crc32c(data) ^ 1, crc32c.crc32c(data + b"x"), 0 if size else 1):
+        with pytest.raises(grpc.RpcError) as err:
+            upload(stub, path, chunks, size=size, finish_crc=wrong)
+        assert err.value.code() == grpc.StatusCode.DATA_LOSS
+        assert "CRC32C" in (err.value.details() or "")
+        assert (server.root / prefix / "c.bin").read_bytes() == b"old"
+    reply = upload(stub, path, chunks, size=size, finish_crc=crc32c.crc32c(data))
+    assert reply.file.sha256 == hashlib.sha256(data).hexdigest()
+    assert visible_files(server.root / prefix) == ["c.bin"], "no temp file may remain"
+
+
+def test_the_client_sends_a_crc32c_to_servers_that_verify_it_and_a_sha256_otherwise() -> None:
+    data = b"some bytes"
+    for listed, expected in (
+        (["sha256", "crc32c"], pb.UploadFinish(crc32c=crc32c.crc32c(data))),
+        (["sha256"], pb.UploadFinish(sha256=hashlib.sha256(data).hexdigest())),
+        ([], pb.UploadFinish(sha256=hashlib.sha256(data).hexdigest())),  # an older server
+    ):
+        checksum = checksum_for(pb.GetCapabilitiesResponse(upload_checksums=listed))()
+        checksum.update(data)
+        assert checksum.finish() == expected
 
 
 def test_size_mismatch_is_rejected(
@@ -372,6 +410,7 @@ def test_delete_is_idempotent_and_respects_prefix_boundaries(
 def test_capabilities(stub: pb_grpc.ArtifactServiceStub) -> None:
     caps = stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)
     assert caps.digest_function == "sha256"
+    assert list(caps.upload_checksums) == ["sha256", "crc32c"]
     assert caps.backend == "local"
     assert 64 * 1024 <= caps.chunk_size <= 4 * MiB
     assert caps.max_message_size == 16 * MiB

@@ -12,7 +12,6 @@ Every artifact method takes `run_id=`: the path is then relative to that run's a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +24,7 @@ from google.protobuf.message import Message
 from tqdm import tqdm
 
 from artifactd import malloc
+from artifactd.client.checksums import UploadChecksum, checksum_for
 from artifactd.client.direct import (
     DirectDownload,
     DirectSettings,
@@ -83,7 +83,7 @@ class ArtifactClient(Connection):
         self.progress = progress
         self.overwrite = overwrite
         self.direct = direct if direct is not None else DirectSettings.from_env()
-        self._direct_hint: bool | None = None
+        self._capabilities: pb.GetCapabilitiesResponse | None = None
         malloc.keep_transfer_buffers()
         self._stub = ArtifactStub(self._channel)
 
@@ -204,7 +204,7 @@ class ArtifactClient(Connection):
         with open(local, "rb") as fh, self._bar(os.fstat(fh.fileno()).st_size, local) as bar:
             header = self._header(destination, os.fstat(fh.fileno()).st_size, run)
             messages = _file_messages(
-                fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar
+                fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar, self._checksum()
             )
             try:
                 response = self._stub.LogArtifact(messages, timeout=self.settings.transfer_timeout)
@@ -280,15 +280,14 @@ class ArtifactClient(Connection):
             def messages(
                 header: pb.UploadHeader, offset: int
             ) -> Iterator[OutgoingChunk[pb.LogArtifactRequest]]:
-                prefix = hashlib.sha256()  # the finish digest covers the whole file
+                prefix = self._checksum()  # the finish checksum covers the whole file
                 fh.seek(0)
                 remaining = offset
                 while remaining > 0 and (block := fh.read(min(1 << 20, remaining))):
                     prefix.update(block)
                     remaining -= len(block)
                 return _file_messages(
-                    fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar,
-                    digest=prefix,
+                    fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar, prefix
                 )  # fmt: skip
 
             def rewind(offset: int) -> None:
@@ -302,15 +301,25 @@ class ArtifactClient(Connection):
             )  # fmt: skip
             return upload.run(local, str(destination), run, self._policy(), messages)
 
+    def _server_capabilities(self) -> pb.GetCapabilitiesResponse:
+        """Asked once per client, before its first upload, and not retried: an upload fails at
+        once when the server is away."""
+        if self._capabilities is None:
+            request = pb.GetCapabilitiesRequest()
+            self._capabilities = self._unary_once(self._stub.GetCapabilities, request)
+        return self._capabilities
+
     def _may_take_direct_uploads(self) -> bool:
-        """Whether the server's default storage takes direct uploads (asked once per client).
+        """Whether the server's default storage takes direct uploads.
 
         A hint that spares reading a large file twice (its digest, then its bytes) where direct
         uploads cannot happen; the server decides per upload (a run may live in another root).
         """
-        if self._direct_hint is None:
-            self._direct_hint = self.get_capabilities().supports_multipart_upload
-        return self._direct_hint
+        return self._server_capabilities().supports_multipart_upload
+
+    def _checksum(self) -> UploadChecksum:
+        """A new checksum of the kind the server verifies best (see `checksums`)."""
+        return checksum_for(self._server_capabilities())()
 
     def _policy(self) -> pb.OverwritePolicy.ValueType:
         if self.overwrite:
@@ -323,12 +332,14 @@ class ArtifactClient(Connection):
     def _batch_messages(
         self, batch: list[tuple[str, ArtifactPath]], run_id: str, bar: tqdm[Any] | None
     ) -> Iterator[OutgoingChunk[pb.LogArtifactsRequest]]:
+        new_checksum = checksum_for(self._server_capabilities())
         for local, path in batch:
             with open(local, "rb") as fh:
                 header = self._header(path, os.fstat(fh.fileno()).st_size, run_id)
                 yield from _file_messages(
-                    fh, header, pb.LogArtifactsRequest, self.settings.chunk_size, bar
-                )
+                    fh, header, pb.LogArtifactsRequest, self.settings.chunk_size, bar,
+                    new_checksum(),
+                )  # fmt: skip
 
     # -- downloads -------------------------------------------------------------------------
 
@@ -530,21 +541,20 @@ def _file_messages(
     message_type: type[T],
     chunk_size: int,
     bar: tqdm[Any] | None,
-    *,
-    digest: Any = None,
+    checksum: UploadChecksum,
 ) -> Iterator[OutgoingChunk[T]]:
-    """header+data ... data+finish messages for one open file, hashing as it reads.
+    """header+data ... data+finish messages for one open file, checksummed as it is read (on
+    top of what `checksum` already covers: a resumed file's prefix).
 
     The first chunk travels with the header and the last with the finish (a small file is one
     message). The declared size is the file's size when opened: a file that grows or shrinks
     while being sent is refused by the server rather than stored torn.
     """
-    digest = digest if digest is not None else hashlib.sha256()  # seeded: a resumed file's prefix
     chunk = fh.read(chunk_size)
     first = True
     while True:
         following = fh.read(chunk_size) if chunk else b""
-        digest.update(chunk)
+        checksum.update(chunk)
         if bar is not None:
             bar.update(len(chunk))
         fields: dict[str, object] = {}
@@ -552,7 +562,7 @@ def _file_messages(
             fields["header"] = header
             first = False
         if not following:
-            fields["finish"] = pb.UploadFinish(sha256=digest.hexdigest())
+            fields["finish"] = checksum.finish()
             yield OutgoingChunk(message_type(**fields), chunk)
             return
         yield OutgoingChunk(message_type(**fields), chunk)

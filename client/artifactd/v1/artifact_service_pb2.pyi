@@ -144,18 +144,29 @@ class UploadFinish(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SHA256_FIELD_NUMBER: _builtins.int
+    CRC32C_FIELD_NUMBER: _builtins.int
     sha256: _builtins.str
     """The sha256 the client computed while sending (optional); a mismatch is DATA_LOSS."""
+    crc32c: _builtins.int
+    """The CRC32C (Castagnoli) the client computed while sending (optional; see
+    GetCapabilitiesResponse.upload_checksums); a mismatch is DATA_LOSS. An end-to-end check of
+    the bytes in transit that costs a client a sixteenth of a sha256's CPU; the server computes
+    the stored sha256 itself either way. On a continued resumable upload, as the sha256, it
+    covers the whole file.
+    """
     def __init__(
         self,
         *,
         sha256: _builtins.str = ...,
+        crc32c: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c", "crc32c", b"crc32c"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c", "crc32c", b"crc32c", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__crc32c: _TypeAlias = _typing.Literal["crc32c"]  # noqa: Y015
+    _WhichOneofArgType__crc32c: _TypeAlias = _typing.Literal["_crc32c", b"_crc32c"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crc32c) -> _WhichOneofReturnType__crc32c | None: ...
 
 Global___UploadFinish: _TypeAlias = UploadFinish  # noqa: Y015
 
@@ -591,6 +602,7 @@ class GetCapabilitiesResponse(_message.Message):
     SUPPORTS_RANGE_READS_FIELD_NUMBER: _builtins.int
     SUPPORTS_MULTIPART_UPLOAD_FIELD_NUMBER: _builtins.int
     SUPPORTS_PRESIGNED_URLS_FIELD_NUMBER: _builtins.int
+    UPLOAD_CHECKSUMS_FIELD_NUMBER: _builtins.int
     chunk_size: _builtins.int
     """Chunk size the server sends and prefers to receive, in bytes."""
     max_message_size: _builtins.int
@@ -610,6 +622,12 @@ class GetCapabilitiesResponse(_message.Message):
     """Optional features of that backend."""
     supports_multipart_upload: _builtins.bool
     supports_presigned_urls: _builtins.bool
+    @_builtins.property
+    def upload_checksums(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Checksums an UploadFinish may carry that this server verifies ("sha256", "crc32c"). A
+        server without "crc32c" here ignores that field: send a sha256 to it instead.
+        """
+
     def __init__(
         self,
         *,
@@ -624,10 +642,11 @@ class GetCapabilitiesResponse(_message.Message):
         supports_range_reads: _builtins.bool = ...,
         supports_multipart_upload: _builtins.bool = ...,
         supports_presigned_urls: _builtins.bool = ...,
+        upload_checksums: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "chunk_size", b"chunk_size", "default_page_size", b"default_page_size", "digest_function", b"digest_function", "max_batch_files", b"max_batch_files", "max_message_size", b"max_message_size", "max_page_size", b"max_page_size", "max_path_length", b"max_path_length", "supports_multipart_upload", b"supports_multipart_upload", "supports_presigned_urls", b"supports_presigned_urls", "supports_range_reads", b"supports_range_reads"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "chunk_size", b"chunk_size", "default_page_size", b"default_page_size", "digest_function", b"digest_function", "max_batch_files", b"max_batch_files", "max_message_size", b"max_message_size", "max_page_size", b"max_page_size", "max_path_length", b"max_path_length", "supports_multipart_upload", b"supports_multipart_upload", "supports_presigned_urls", b"supports_presigned_urls", "supports_range_reads", b"supports_range_reads", "upload_checksums", b"upload_checksums"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

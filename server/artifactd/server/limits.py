@@ -18,6 +18,8 @@ MAX_BATCH_FILES = 10_000
 DEFAULT_PAGE_SIZE = 1_000
 MAX_PAGE_SIZE = 10_000
 DIGEST_FUNCTION = "sha256"
+UPLOAD_CHECKSUMS = ("sha256", "crc32c")
+"""What an UploadFinish may declare for the server to verify (GetCapabilities)."""
 PENDING_COMMITS_PER_STREAM = 32
 """Files of one LogArtifacts stream being made durable while the next ones are received."""
 

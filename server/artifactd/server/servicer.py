@@ -26,6 +26,7 @@ from artifactd.server.scopes import Scope, Scopes, WriteScopes
 from artifactd.server.status import InFlight, translate_errors
 from artifactd.server.storage.base import Entry, Storage
 from artifactd.server.uploads import (
+    Declared,
     FileEvent,
     UploadMessage,
     UploadSpec,
@@ -77,8 +78,12 @@ def _header_reader(
     return read
 
 
-def _finish_digest(message: UploadMessage) -> str | None:
-    return parse_digest(message.finish.sha256, "finish sha256")  # type: ignore[attr-defined]
+def _declared_in(message: UploadMessage) -> Declared:
+    finish: pb.UploadFinish = message.finish  # type: ignore[attr-defined]
+    return Declared(
+        sha256=parse_digest(finish.sha256, "finish sha256"),
+        crc32c=finish.crc32c if finish.HasField("crc32c") else None,
+    )
 
 
 class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
@@ -100,7 +105,7 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         """Reads LogArtifact(s) requests, which arrive as `artifactd.wire.Chunk`s (their data a
         view of the received buffer: `chunk_decoding`), typed here as the messages they wrap."""
         reader = _header_reader(self._scopes.writer(), self._resumable, caller(context))
-        return UploadStream(reader, _finish_digest, max_files)
+        return UploadStream(reader, _declared_in, max_files)
 
     @translate_errors
     def LogArtifact(  # noqa: N802 - gRPC method names
@@ -268,6 +273,7 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
             supports_range_reads=caps.range_reads,
             supports_multipart_upload=caps.multipart_upload,
             supports_presigned_urls=caps.presigned_urls,
+            upload_checksums=limits.UPLOAD_CHECKSUMS,
         )
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import crc32c
+
 from artifactd.background import BackgroundConsumer
 from artifactd.errors import Aborted, ArtifactError, DataLoss, InvalidArgument
 from artifactd.paths import ArtifactPath
@@ -34,6 +36,14 @@ def parse_digest(value: str, what: str) -> str | None:
     if not _SHA256.match(value):
         raise InvalidArgument(f"{what} must be 64 hex characters (a sha256), got {value!r}")
     return value.lower()
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The checksums a finish message declared (None: not sent)."""
+
+    sha256: str | None = None
+    crc32c: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class IncomingFile:
     def __init__(self, spec: UploadSpec) -> None:
         self.spec = spec
         self._hash = hashlib.sha256()
+        self._crc = crc32c.CRC32CHash()  # cheap: computed whether or not the client sends one
         self._received = 0
         full = spec.scope.full(spec.path)
         resume = spec.resume
@@ -76,6 +87,7 @@ class IncomingFile:
             try:  # the digest covers the whole file: read back what earlier streams sent
                 for block in resume.storage.read_resumable(full, resume.token):
                     self._hash.update(block)
+                    self._crc.update(block)
                     self._received += len(block)
             except BaseException:
                 self._upload.abort()
@@ -102,6 +114,7 @@ class IncomingFile:
 
     def _consume(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
+        self._crc.update(data)
         self._upload.write(data)
 
     def _stop_writer(self) -> None:
@@ -109,8 +122,8 @@ class IncomingFile:
         if writer is not None:
             writer.finish()
 
-    def seal(self, final_sha256: str | None) -> Callable[[bool], Entry]:
-        """Checks size and digests; returns the commit to run (it may run on another thread)."""
+    def seal(self, final: Declared) -> Callable[[bool], Entry]:
+        """Checks size and checksums; returns the commit to run (it may run on another thread)."""
         spec = self.spec
         self._stop_writer()
         if spec.size is not None and self._received != spec.size:
@@ -119,12 +132,17 @@ class IncomingFile:
                 "nothing was stored"
             )
         digest = self._hash.hexdigest()
-        for claimed, source in ((spec.sha256, "header"), (final_sha256, "finish")):
+        for claimed, source in ((spec.sha256, "header"), (final.sha256, "finish")):
             if claimed is not None and claimed != digest:
                 raise DataLoss(
                     f"'{spec.path}': sha256 of the received bytes is {digest}, but the {source} "
                     f"declared {claimed}; nothing was stored"
                 )
+        if final.crc32c is not None and final.crc32c != self._crc.checksum:
+            raise DataLoss(
+                f"'{spec.path}': CRC32C of the received bytes is {self._crc.checksum:08x}, but "
+                f"the finish declared {final.crc32c:08x}; nothing was stored"
+            )
         upload, overwrite, resume = self._upload, spec.overwrite, spec.resume
 
         def commit(durable: bool) -> Entry:
@@ -166,7 +184,7 @@ class UploadStream:
     """Splits a stream of upload messages into files.
 
     `header_of(message)` turns a header message into an `UploadSpec` (raising for bad input),
-    and `finish_digest(message)` reads the digest of a finish message. Per-file failures become
+    and `declared_in(message)` reads the checksums of a finish message. Per-file failures become
     `FileEvent.error` and the file's remaining data is skipped; protocol violations raise
     `InvalidArgument` and end the stream.
     """
@@ -174,11 +192,11 @@ class UploadStream:
     def __init__(
         self,
         header_of: Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]],
-        finish_digest: Callable[[UploadMessage], str | None],
+        declared_in: Callable[[UploadMessage], Declared],
         max_files: int,
     ) -> None:
         self._header_of = header_of
-        self._finish_digest = finish_digest
+        self._declared_in = declared_in
         self._max_files = max_files
 
     def files(self, messages: Iterable[UploadMessage]) -> Iterator[FileEvent]:
@@ -241,7 +259,7 @@ class UploadStream:
     def _seal(self, incoming: IncomingFile, message: UploadMessage) -> FileEvent:
         path = str(incoming.spec.path)
         try:
-            commit = incoming.seal(self._finish_digest(message))
+            commit = incoming.seal(self._declared_in(message))
             return FileEvent(path, commit=commit, scope=incoming.spec.scope)
         except ArtifactError as exc:
             incoming.abort()
