@@ -239,12 +239,13 @@ class ArtifactClient(Connection):
         total = sum(os.path.getsize(local) for local, _ in files)
         stored: list[ArtifactInfo] = []
         failures: list[str] = []
+        new_checksum = checksum_for(self._server_capabilities())  # not from gRPC's sending thread
         with self._bar(total, root) as bar:
             for start in range(0, len(files), BATCH_FILES):
                 batch = files[start : start + BATCH_FILES]
                 try:
                     response = self._stub.LogArtifacts(
-                        self._batch_messages(batch, run, bar),
+                        self._batch_messages(batch, run, bar, new_checksum),
                         timeout=self.settings.transfer_timeout,
                     )
                 except grpc.RpcError as exc:
@@ -330,9 +331,12 @@ class ArtifactClient(Connection):
         return pb.UploadHeader(path=str(path), size=size, overwrite=self._policy(), run_id=run_id)
 
     def _batch_messages(
-        self, batch: list[tuple[str, ArtifactPath]], run_id: str, bar: tqdm[Any] | None
+        self,
+        batch: list[tuple[str, ArtifactPath]],
+        run_id: str,
+        bar: tqdm[Any] | None,
+        new_checksum: Callable[[], UploadChecksum],
     ) -> Iterator[OutgoingChunk[pb.LogArtifactsRequest]]:
-        new_checksum = checksum_for(self._server_capabilities())
         for local, path in batch:
             with open(local, "rb") as fh:
                 header = self._header(path, os.fstat(fh.fileno()).st_size, run_id)
