@@ -10,7 +10,7 @@ transfer's CPU, so:
   the other, small fields to protobuf. Anything its scan does not understand goes to protobuf
   whole, which accepts or rejects it exactly as it would have without this module.
 * `ChunkEncoder` serializes the small fields with protobuf and appends the `data` field to them
-  (protobuf reads fields in any order), one copy in all.
+  (protobuf reads fields in any order): one copy where protobuf makes two.
 """
 
 from __future__ import annotations
