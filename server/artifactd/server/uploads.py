@@ -16,17 +16,13 @@ from typing import Any, Protocol
 
 import crc32c
 
-from artifactd.background import BackgroundConsumer
+from artifactd.background import BACKGROUND_WRITE_THRESHOLD, BackgroundConsumer
 from artifactd.errors import Aborted, ArtifactError, DataLoss, InvalidArgument
 from artifactd.paths import ArtifactPath
 from artifactd.server.scopes import Scope
 from artifactd.server.storage.base import Entry, ResumableWrites, Upload
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-BACKGROUND_WRITE_THRESHOLD = 8 * 1024 * 1024
-"""Files at least this large are hashed and written on a second thread while the next messages
-arrive (as the client does for downloads); small files stay on the receiving thread, where a
-thread per file would cost more than it saves."""
 
 
 def parse_digest(value: str, what: str) -> str | None:
@@ -97,7 +93,7 @@ class IncomingFile:
                 raise Aborted(f"the kept bytes of '{spec.path}' changed while resuming; retry")
         self._writer: BackgroundConsumer | None = None
         if spec.size is not None and spec.size >= BACKGROUND_WRITE_THRESHOLD:
-            self._writer = BackgroundConsumer(self._consume, "upload-writer")
+            self._writer = BackgroundConsumer(self._upload.write, "upload-writer")
 
     def write(self, data: bytes | memoryview) -> None:
         self._received += len(data)
@@ -107,15 +103,12 @@ class IncomingFile:
                 f"'{self.spec.path}': received more than the declared {declared} bytes; "
                 "nothing was stored"
             )
-        if self._writer is None:
-            self._consume(data)
-        else:
-            self._writer.put(data)
-
-    def _consume(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
         self._crc.update(data)
-        self._upload.write(data)
+        if self._writer is None:
+            self._upload.write(data)
+        else:
+            self._writer.put(data)
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None
