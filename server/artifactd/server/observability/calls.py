@@ -173,12 +173,19 @@ def outcome(context: grpc.ServicerContext, error: BaseException | None) -> grpc.
     return grpc.StatusCode.UNKNOWN  # what gRPC sends for an exception
 
 
+DEADLINE_SKEW_S = 0.5
+"""How much of its deadline the server may still see left when the client's has run out. The
+client's clock starts when it sends the call, the server's when it receives it; the client
+cancels the call the moment its own runs out, so the server sees a cancel up to the network and
+scheduling delay before its deadline (tens of ms, hundreds on a loaded machine)."""
+
+
 def gone(context: grpc.ServicerContext) -> grpc.StatusCode:
     """Why a call ended without its handler finishing: the deadline, or the client."""
     try:
         remaining = context.time_remaining()
     except Exception:
         remaining = None
-    if remaining is not None and remaining <= 0:
+    if remaining is not None and remaining <= DEADLINE_SKEW_S:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
