@@ -1,6 +1,7 @@
 """Transfer throughput of this checkout's server against an earlier revision's, in one run.
 
     python bench/version_bench.py --against 40ae1b4 [--size-mib 512] [--rounds 3]
+    python bench/version_bench.py --against 40ae1b4 --files 1000 [--file-kib 16]
 
 Both servers run from source (the earlier one from a `git worktree`) with the same venv, on
 127.0.0.1, default flags (authentication off, no metrics port: the per-call interceptors still
@@ -9,6 +10,8 @@ between the two servers round by round so machine noise hits both alike. Prints 
 ratio new/old (above 1: the new server is faster), and the server's CPU seconds per GiB moved,
 which this shared machine's noise moves less than wall time. Files of 64 MiB and more go up
 resumably by default, as they do for users; `--plain-stream` sends them as one plain stream.
+`--files N` moves a directory of N small files instead (one LogArtifacts stream up, one
+DownloadArtifacts stream down), reported in files/s and server CPU-ms per file.
 """
 
 from __future__ import annotations
@@ -55,12 +58,30 @@ def one_round(server: int, target: str, source: Path, out: Path, name: str) -> S
     settings = ClientSettings(max_retries=0, rpc_timeout=600)
     with ArtifactClient(target, settings=settings) as client:
         began, cpu = time.perf_counter(), cpu_seconds(server)
-        client.log_artifact(source, name)
+        if source.is_dir():
+            client.log_artifacts(source, name)
+        else:
+            client.log_artifact(source, name)
         uploaded, upload_cpu = time.perf_counter() - began, cpu_seconds(server) - cpu
         began, cpu = time.perf_counter(), cpu_seconds(server)
-        client.download_artifacts(f"{name}/{source.name}", out)
+        client.download_artifacts(name if source.is_dir() else f"{name}/{source.name}", out)
         downloaded, download_cpu = time.perf_counter() - began, cpu_seconds(server) - cpu
     return uploaded, downloaded, upload_cpu, download_cpu
+
+
+def write_payload(base: Path, files: int, file_kib: int, size_mib: int) -> Path:
+    """A directory of `files` random files of `file_kib` KiB, or one file of `size_mib` MiB."""
+    if files:
+        directory = base / "payload"
+        directory.mkdir()
+        for index in range(files):
+            (directory / f"f{index:05d}.bin").write_bytes(os.urandom(file_kib * 1024))
+        return directory
+    source = base / "payload.bin"
+    with open(source, "wb") as fh:
+        for _ in range(size_mib):
+            fh.write(os.urandom(1 << 20))
+    return source
 
 
 def main() -> int:
@@ -69,6 +90,8 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--plain-stream", action="store_true", help="no resumable uploads")
+    parser.add_argument("--files", type=int, default=0, help="a directory of this many files")
+    parser.add_argument("--file-kib", type=int, default=16, help="size of each of --files")
     args = parser.parse_args()
     os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "false"  # measure the streamed path
     if args.plain_stream:
@@ -80,10 +103,7 @@ def main() -> int:
                         args.against], check=True, capture_output=True)  # fmt: skip
         processes = []
         try:
-            source = base / "payload.bin"
-            with open(source, "wb") as fh:
-                for _ in range(args.size_mib):
-                    fh.write(os.urandom(1 << 20))
+            source = write_payload(base, args.files, args.file_kib, args.size_mib)
             servers = {}
             for label, tree in (("new", TOP), ("old", old_tree)):
                 process, target = start(tree, base / f"run-{label}")
@@ -91,6 +111,17 @@ def main() -> int:
                 servers[label] = (process.pid, target)
             samples: dict[str, list[Sample]] = {"new": [], "old": []}
             mib = args.size_mib
+
+            def units(seconds: float) -> str:
+                if args.files:
+                    return f"{args.files / seconds:7.0f} files/s"
+                return f"{mib / seconds:7.1f} MiB/s"
+
+            def cpu_per(cpu: float) -> str:
+                if args.files:
+                    return f"{cpu * 1000 / args.files:.3f} server CPU-ms/file"
+                return f"{cpu / (mib / 1024):.2f} server CPU-s/GiB"
+
             for index in range(args.rounds):
                 order = ("new", "old") if index % 2 == 0 else ("old", "new")
                 for label in order:
@@ -98,22 +129,22 @@ def main() -> int:
                     sample = one_round(*servers[label], source, out, f"r{index}")
                     samples[label].append(sample)
                     subprocess.run(["rm", "-rf", str(out)], check=True)
-                    print(f"round {index} {label}: upload {mib / sample[0]:.0f} MiB/s "
-                          f"({sample[2]:.2f} server CPU-s), download {mib / sample[1]:.0f} MiB/s "
-                          f"({sample[3]:.2f})", file=sys.stderr, flush=True)  # fmt: skip
+                    print(f"round {index} {label}: upload {units(sample[0])}"
+                          f" ({sample[2]:.2f} server CPU-s), download {units(sample[1])}"
+                          f" ({sample[3]:.2f})", file=sys.stderr, flush=True)  # fmt: skip
             medians = {
                 label: [statistics.median(column) for column in zip(*runs, strict=True)]
                 for label, runs in samples.items()
             }
-            gib = mib / 1024
             for label, (up, down, up_cpu, down_cpu) in medians.items():
-                print(f"{label}: upload {mib / up:7.1f} MiB/s ({up_cpu / gib:.2f} server CPU-s/GiB)"
-                      f"  download {mib / down:7.1f} MiB/s ({down_cpu / gib:.2f})")  # fmt: skip
+                print(f"{label}: upload {units(up)} ({cpu_per(up_cpu)})"
+                      f"  download {units(down)} ({cpu_per(down_cpu)})")  # fmt: skip
             new, old = medians["new"], medians["old"]
+            what = f"{args.files} files of {args.file_kib} KiB" if args.files else f"{mib} MiB"
             print(
                 f"new/old: upload {old[0] / new[0]:.2f}x  download {old[1] / new[1]:.2f}x; "
                 f"server CPU new/old: upload {new[2] / old[2]:.2f}, download "
-                f"{new[3] / old[3]:.2f} ({args.rounds} rounds of {mib} MiB, medians)"
+                f"{new[3] / old[3]:.2f} ({args.rounds} rounds of {what}, medians)"
             )
         finally:
             for process in processes:

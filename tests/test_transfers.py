@@ -360,6 +360,26 @@ def test_log_artifacts_reports_per_file_results(
     assert sorted(visible_files(server.root / prefix)) == ["exists.bin", "ok1.bin", "split.bin"]
 
 
+def test_log_artifacts_sending_a_path_again_ends_with_the_last_version(
+    stub: pb_grpc.ArtifactServiceStub, prefix: str, server: ServerProcess
+) -> None:
+    """Files are prepared (fsynced) side by side but published in stream order."""
+    versions = [f"version {n}".encode() * (n * 1000 + 1) for n in range(40)]
+    messages = [
+        pb.LogArtifactsRequest(
+            header=pb.UploadHeader(path=f"{prefix}/m.bin", overwrite=pb.OVERWRITE_POLICY_OVERWRITE),
+            data=data, finish=pb.UploadFinish(),
+        )
+        for data in versions
+    ]  # fmt: skip
+    results = stub.LogArtifacts(iter(messages), timeout=60).results
+    assert [r.code for r in results] == [0] * len(versions)
+    assert (server.root / prefix / "m.bin").read_bytes() == versions[-1]
+    assert visible_files(server.root / prefix) == ["m.bin"]
+    assert not list((server.root / prefix).glob(".artifactd-*")), "no temp file left behind"
+    assert [r.file.file_size for r in results] == [len(v) for v in versions]
+
+
 def test_log_artifacts_stream_ending_mid_file(
     stub: pb_grpc.ArtifactServiceStub, prefix: str, server: ServerProcess
 ) -> None:

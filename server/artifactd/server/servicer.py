@@ -6,7 +6,6 @@ call; the adapter only ever sees `ArtifactPath`s. No storage logic lives here.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 from collections import deque
@@ -119,39 +118,36 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
             raise InvalidArgument(f"LogArtifact carries one file; '{extra.path}' followed")
         if event.error is not None:
             raise event.error
-        assert event.commit is not None and event.scope is not None
-        return pb.LogArtifactResponse(file=file_info(event.scope.relative(event.commit(True))))
+        assert event.sealed is not None and event.scope is not None
+        entry = event.sealed.commit(True)
+        return pb.LogArtifactResponse(file=file_info(event.scope.relative(entry)))
 
     @translate_errors
     def LogArtifacts(  # noqa: N802
         self, request_iterator: Iterator[pb.LogArtifactsRequest], context: grpc.ServicerContext
     ) -> pb.LogArtifactsResponse:
-        # Commits (fsync + rename) run on the committer pool while the next files arrive: with
-        # small files the fsyncs, not the network, would otherwise set the pace.
-        pending: deque[tuple[FileEvent, Future[Entry] | ArtifactError]] = deque()
-        last_for_path: dict[tuple[int, ArtifactPath], Future[Entry]] = {}
+        # Each file's slow part of publishing (the fsync) runs on the committer pool while the
+        # next files arrive: with small files the fsyncs, not the network, would otherwise set
+        # the pace. Publishing itself (the rename) happens here, in arrival order: renames on
+        # other threads would contend for the directory's lock with this thread creating the
+        # next files, and a path sent twice ends with the later file, as it would one by one.
+        pending: deque[tuple[FileEvent, Future[None] | ArtifactError]] = deque()
         results: list[pb.LogArtifactsResult] = []
         committed: dict[Storage, list[ArtifactPath]] = {}
 
         def settle_oldest() -> None:
-            event, outcome = pending.popleft()
-            result, entry = _result(event, outcome)
+            event, prepared = pending.popleft()
+            result, entry = _published(event, prepared)
             results.append(result)
             if entry is not None and event.scope is not None:
                 committed.setdefault(event.scope.storage, []).append(entry.path)
 
         def submit(event: FileEvent) -> None:
-            if event.error is not None:
+            if event.sealed is None:
+                assert event.error is not None
                 pending.append((event, event.error))
                 return
-            assert event.commit is not None and event.scope is not None
-            key = (id(event.scope.storage), event.scope.full(parse(event.path)))
-            earlier = last_for_path.get(key)
-            if earlier is not None:
-                _wait_quietly(earlier)  # the same path twice: the later upload must win
-            future = self._committer.submit(event.commit, False)
-            last_for_path[key] = future
-            pending.append((event, future))
+            pending.append((event, self._committer.submit(event.sealed.prepare)))
 
         try:
             for event in self._stream(limits.MAX_BATCH_FILES, context).files(request_iterator):
@@ -289,29 +285,27 @@ def _tree(
         raise
 
 
-def _wait_quietly(future: Future[Entry]) -> None:
-    """Waits for a commit; its own result entry reports any failure."""
-    with contextlib.suppress(Exception):
-        future.result()
-
-
-def _result(
-    event: FileEvent, outcome: Future[Entry] | ArtifactError
+def _published(
+    event: FileEvent, prepared: Future[None] | ArtifactError
 ) -> tuple[pb.LogArtifactsResult, Entry | None]:
-    """The client's result for one file, and the stored entry when it was committed."""
+    """Publishes one file of a batch once prepared: the client's result, and the stored entry
+    when it was committed."""
     path = event.path
-    if isinstance(outcome, ArtifactError):
-        return _failed(path, outcome.code, outcome.message), None
+    if isinstance(prepared, ArtifactError):
+        return _failed(path, prepared.code, prepared.message), None
+    assert event.sealed is not None and event.scope is not None
     try:
-        entry = outcome.result()
+        prepared.result()
+        entry = event.sealed.commit(False)
     except ArtifactError as exc:
         return _failed(path, exc.code, exc.message), None
     except Exception:
         log.exception("committing %s crashed", path)
+        event.sealed.upload.abort()
         return _failed(path, grpc.StatusCode.INTERNAL, "internal server error"), None
-    assert event.scope is not None
-    shown = file_info(event.scope.relative(entry))
-    return pb.LogArtifactsResult(path=path, code=0, file=shown), entry
+    return pb.LogArtifactsResult(
+        path=path, code=0, file=file_info(event.scope.relative(entry))
+    ), entry
 
 
 def _failed(path: str, code: grpc.StatusCode, message: str) -> pb.LogArtifactsResult:

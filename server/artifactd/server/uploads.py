@@ -115,8 +115,8 @@ class IncomingFile:
         if writer is not None:
             writer.finish()
 
-    def seal(self, final: Declared) -> Callable[[bool], Entry]:
-        """Checks size and checksums; returns the commit to run (it may run on another thread)."""
+    def seal(self, final: Declared) -> Sealed:
+        """Checks size and checksums; returns the file ready to be published."""
         spec = self.spec
         self._stop_writer()
         if spec.size is not None and self._received != spec.size:
@@ -136,20 +136,38 @@ class IncomingFile:
                 f"'{spec.path}': CRC32C of the received bytes is {self._crc.checksum:08x}, but "
                 f"the finish declared {final.crc32c:08x}; nothing was stored"
             )
-        upload, overwrite, resume = self._upload, spec.overwrite, spec.resume
-
-        def commit(durable: bool) -> Entry:
-            entry = upload.commit(digest, overwrite=overwrite, durable=durable)
-            if resume is not None:
-                resume.finished()
-            return entry
-
-        return commit
+        return Sealed(self._upload, digest, spec.overwrite, spec.resume)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._stop_writer()
         self._upload.abort()
+
+
+@dataclass
+class Sealed:
+    """A file whose bytes passed every check, waiting to be published.
+
+    `prepare` (optional, on any thread) does the slow part of publishing, `commit` the rest;
+    a batch prepares its files on the committer pool and commits them in order on its own
+    thread (see `Upload.prepare`), so the later of two uploads of one path wins.
+    """
+
+    upload: Upload
+    digest: str
+    overwrite: bool
+    resume: Resume | None
+
+    def prepare(self) -> None:
+        self.upload.prepare(self.digest)
+
+    def commit(self, durable: bool) -> Entry:
+        """Publishes the file; `durable` makes the new name survive a crash right away. The
+        entry has the path in storage; `scope.relative` turns it into the client's."""
+        entry = self.upload.commit(self.digest, overwrite=self.overwrite, durable=durable)
+        if self.resume is not None:
+            self.resume.finished()
+        return entry
 
 
 class UploadMessage(Protocol):
@@ -163,12 +181,10 @@ class UploadMessage(Protocol):
 
 @dataclass
 class FileEvent:
-    """A file whose stream part is complete: `commit` publishes it, or `error` says why not."""
+    """A file whose stream part is complete: `sealed` to publish, or `error` saying why not."""
 
     path: str
-    commit: Callable[[bool], Entry] | None = None
-    """Publishes the file; its argument says whether to make the new name durable right away.
-    The entry it returns has the path in storage; `scope.relative` turns it into the client's."""
+    sealed: Sealed | None = None
     error: ArtifactError | None = None
     scope: Scope | None = None
 
@@ -252,8 +268,8 @@ class UploadStream:
     def _seal(self, incoming: IncomingFile, message: UploadMessage) -> FileEvent:
         path = str(incoming.spec.path)
         try:
-            commit = incoming.seal(self._declared_in(message))
-            return FileEvent(path, commit=commit, scope=incoming.spec.scope)
+            sealed = incoming.seal(self._declared_in(message))
+            return FileEvent(path, sealed=sealed, scope=incoming.spec.scope)
         except ArtifactError as exc:
             incoming.abort()
             return FileEvent(path, error=exc)

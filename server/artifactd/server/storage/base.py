@@ -52,6 +52,17 @@ class Upload(ABC):
         After a failed commit the upload is aborted.
         """
 
+    def prepare(self, sha256: str) -> None:  # noqa: B027 - optional: most have nothing to split
+        """Does the slow part of committing that holds no lock other uploads wait for (the
+        local adapter's digest and fsync of the bytes), ahead of `commit` with the same
+        `sha256`, which then does the rest.
+
+        A batch runs this on other threads while one thread publishes its files in order:
+        publishing (a rename) takes the directory's lock, as creating the next file does, and
+        renames spread over threads spin on that lock (measured: 15 % of the server's CPU for
+        1,000 small files). After a failed prepare the upload is aborted.
+        """
+
     @abstractmethod
     def abort(self) -> None:
         """Discards what was written; safe to call more than once and after `commit`."""

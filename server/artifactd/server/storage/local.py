@@ -357,6 +357,7 @@ class _LocalUpload(Upload):
         self._keep = keep  # a resumable upload: an abort keeps the bytes for a later resume
         self._early_writeback = storage._fsync and writeback.AVAILABLE
         self._not_yet_written_back = 0
+        self._stat: os.stat_result | None = None  # set by prepare: the bytes are final
 
     def write(self, data: bytes | memoryview) -> None:
         fd = self._fd
@@ -375,17 +376,32 @@ class _LocalUpload(Upload):
         except OSError as exc:
             raise _os_error(exc, self._path) from exc
 
-    def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
-        fd, temp = self._fd, self._temp
-        if fd is None or temp is None:
+    def prepare(self, sha256: str) -> None:
+        fd = self._fd
+        if fd is None:
             raise RuntimeError("upload already finished")
         try:
             st = os.fstat(fd)
-            _write_digest(fd, sha256, st)
+            _write_digest(fd, sha256, st)  # checked against size and mtime when read
             if self._storage._fsync:
                 os.fsync(fd)
             os.close(fd)
             self._fd = None
+            self._stat = st
+        except OSError as exc:
+            self.abort()
+            raise _os_error(exc, self._path) from exc
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
+        if self._stat is None:
+            self.prepare(sha256)
+        temp, st = self._temp, self._stat
+        if temp is None or st is None:
+            raise RuntimeError("upload already finished")
+        try:
             if overwrite:
                 os.replace(temp, self._target)
             else:
