@@ -50,6 +50,15 @@ class InFlight:
             if self._count == 0:
                 self._idle.notify_all()
 
+    def track(self, context: grpc.ServicerContext) -> None:
+        """Counts the call until gRPC reports it terminated: after its last message and status
+        went out, not when its handler returned. A drain that cut calls as soon as their
+        handlers returned cancelled responses still being sent (UNAVAILABLE "Cancelling all
+        calls" under load)."""
+        self.__enter__()
+        if not context.add_callback(self.__exit__):  # already over: nothing left to send
+            self.__exit__()
+
     def wait_idle(self, timeout: float) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: self._count == 0, timeout)
@@ -90,7 +99,7 @@ def _abort(
 def translate_errors(method: F) -> F:
     """Maps exceptions raised by a unary or streaming servicer method onto gRPC statuses.
 
-    The call counts as in flight (`self.in_flight`) until its last message is sent.
+    The call counts as in flight (`self.in_flight`) until it terminated (`InFlight.track`).
     """
     name = method.__name__
 
@@ -98,9 +107,9 @@ def translate_errors(method: F) -> F:
 
         @functools.wraps(method)
         def stream_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            self.in_flight.track(context)
             try:
-                with self.in_flight:
-                    yield from method(self, request, context)
+                yield from method(self, request, context)
             except grpc.RpcError:
                 log.info("%s: the client went away", name)  # cancelled or deadline passed
             except Exception as exc:
@@ -110,9 +119,9 @@ def translate_errors(method: F) -> F:
 
     @functools.wraps(method)
     def unary_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        self.in_flight.track(context)
         try:
-            with self.in_flight:
-                return method(self, request, context)
+            return method(self, request, context)
         except grpc.RpcError:
             log.info("%s: the client went away", name)
             return None
