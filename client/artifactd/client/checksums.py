@@ -11,43 +11,36 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any
 
 import crc32c
 
 from artifactd.v1 import artifact_service_pb2 as pb
 
 
-class UploadChecksum(Protocol):
-    def update(self, data: bytes) -> None: ...
+class UploadChecksum:
+    """A running checksum of the bytes read, and the finish message that declares it."""
+
+    def __init__(self, state: Any, declare: Callable[[Any], pb.UploadFinish]) -> None:
+        self._state = state  # hashlib-like: update(bytes)
+        self._declare = declare
+
+    def update(self, data: bytes) -> None:
+        self._state.update(data)
 
     def finish(self) -> pb.UploadFinish:
         """The finish message declaring the checksum of everything updated."""
-        ...
+        return self._declare(self._state)
 
 
-class _Sha256:
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-
-    def update(self, data: bytes) -> None:
-        self._hash.update(data)
-
-    def finish(self) -> pb.UploadFinish:
-        return pb.UploadFinish(sha256=self._hash.hexdigest())
+def _sha256() -> UploadChecksum:
+    return UploadChecksum(hashlib.sha256(), lambda h: pb.UploadFinish(sha256=h.hexdigest()))
 
 
-class _Crc32c:
-    def __init__(self) -> None:
-        self._crc = crc32c.CRC32CHash()
-
-    def update(self, data: bytes) -> None:
-        self._crc.update(data)
-
-    def finish(self) -> pb.UploadFinish:
-        return pb.UploadFinish(crc32c=self._crc.checksum)
+def _crc32c() -> UploadChecksum:
+    return UploadChecksum(crc32c.CRC32CHash(), lambda c: pb.UploadFinish(crc32c=c.checksum))
 
 
 def checksum_for(capabilities: pb.GetCapabilitiesResponse) -> Callable[[], UploadChecksum]:
     """The kind of checksum to send to a server with these capabilities."""
-    return _Crc32c if "crc32c" in capabilities.upload_checksums else _Sha256
+    return _crc32c if "crc32c" in capabilities.upload_checksums else _sha256

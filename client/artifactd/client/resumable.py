@@ -26,8 +26,8 @@ from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.wire import OutgoingChunk
 
 Messages = Callable[[pb.UploadHeader, int], Iterator[OutgoingChunk[pb.LogArtifactRequest]]]
-"""(header, offset) -> the stream of one file from `offset`; its finish carries the sha256 of the
-whole file, which the server checks against everything it holds."""
+"""(header, offset) -> the stream of one file from `offset`; its finish carries the checksum
+(sha256 or CRC32C) of the whole file, which the server checks against everything it holds."""
 
 
 class ResumableUpload:

@@ -300,8 +300,7 @@ def _published(
     except ArtifactError as exc:
         return _failed(path, exc.code, exc.message), None
     except Exception:
-        log.exception("committing %s crashed", path)
-        event.sealed.upload.abort()
+        log.exception("committing %s crashed", path)  # prepare and commit abort on failure
         return _failed(path, grpc.StatusCode.INTERNAL, "internal server error"), None
     return pb.LogArtifactsResult(
         path=path, code=0, file=file_info(event.scope.relative(entry))
