@@ -110,7 +110,9 @@ def test_deadline_from_the_environment(
     server: ServerProcess, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT", "0.000001")
-    (tmp_path / "f").write_bytes(b"x" * 1000)
+    # gRPC rounds a deadline up to the next millisecond, and the client has already connected
+    # (it asked for the server's capabilities): a file that can go up within 1 ms would pass.
+    (tmp_path / "f").write_bytes(b"x" * (16 * 1024 * 1024))
     with ArtifactClient(server.target) as client, pytest.raises(errors.DeadlineExceeded):
         client.log_artifact(tmp_path / "f", prefix)
     monkeypatch.setenv("MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT", "-1")
