@@ -11,7 +11,9 @@ ratio new/old (above 1: the new server is faster), and the server's CPU seconds 
 which this shared machine's noise moves less than wall time. Files of 64 MiB and more go up
 resumably by default, as they do for users; `--plain-stream` sends them as one plain stream.
 `--files N` moves a directory of N small files instead (one LogArtifacts stream up, one
-DownloadArtifacts stream down), reported in files/s and server CPU-ms per file.
+DownloadArtifacts stream down), reported in files/s and server CPU-ms per file. `--settle S`
+idles S seconds before each timed transfer, as `run_bench.py` does (on this VM, memory idle for
+about 2 s goes back to the host, which changes what writing a new file costs).
 """
 
 from __future__ import annotations
@@ -54,15 +56,19 @@ def start(tree: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"127.0.0.1:{port_file.read_text().strip()}"
 
 
-def one_round(server: int, target: str, source: Path, out: Path, name: str) -> Sample:
+def one_round(
+    server: int, target: str, source: Path, out: Path, name: str, settle: float
+) -> Sample:
     settings = ClientSettings(max_retries=0, rpc_timeout=600)
     with ArtifactClient(target, settings=settings) as client:
+        time.sleep(settle)
         began, cpu = time.perf_counter(), cpu_seconds(server)
         if source.is_dir():
             client.log_artifacts(source, name)
         else:
             client.log_artifact(source, name)
         uploaded, upload_cpu = time.perf_counter() - began, cpu_seconds(server) - cpu
+        time.sleep(settle)
         began, cpu = time.perf_counter(), cpu_seconds(server)
         client.download_artifacts(name if source.is_dir() else f"{name}/{source.name}", out)
         downloaded, download_cpu = time.perf_counter() - began, cpu_seconds(server) - cpu
@@ -92,6 +98,10 @@ def main() -> int:
     parser.add_argument("--plain-stream", action="store_true", help="no resumable uploads")
     parser.add_argument("--files", type=int, default=0, help="a directory of this many files")
     parser.add_argument("--file-kib", type=int, default=16, help="size of each of --files")
+    parser.add_argument(
+        "--settle", type=float, default=0.0,
+        help="seconds idle before each timed transfer (run_bench.py's BENCH_SETTLE)",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "false"  # measure the streamed path
     if args.plain_stream:
@@ -126,7 +136,7 @@ def main() -> int:
                 order = ("new", "old") if index % 2 == 0 else ("old", "new")
                 for label in order:
                     out = base / f"out-{label}-{index}"
-                    sample = one_round(*servers[label], source, out, f"r{index}")
+                    sample = one_round(*servers[label], source, out, f"r{index}", args.settle)
                     samples[label].append(sample)
                     subprocess.run(["rm", "-rf", str(out)], check=True)
                     print(f"round {index} {label}: upload {units(sample[0])}"

@@ -392,7 +392,7 @@ class ArtifactClient(Connection):
             return direct.run(str(path), run_id, target)
 
     def _download_file(self, path: ArtifactPath, run_id: str, target: str) -> None:
-        download = _FileDownload(path, target, self._bar)
+        download = _FileDownload(path, target, self._bar, self.settings.direct_io)
         try:
             for tries in range(self.settings.max_retries + 1):
                 request = pb.DownloadArtifactRequest(
@@ -415,7 +415,7 @@ class ArtifactClient(Connection):
 
     def _download_tree(self, root: ArtifactPath, run_id: str, destination: Destination) -> None:
         with self._bar(None, str(root) or "artifacts", unit="file") as bar:
-            tree = _TreeDownload(root, destination, bar)
+            tree = _TreeDownload(root, destination, bar, self.settings.direct_io)
             try:
                 stream = self._stub.DownloadArtifacts(
                     pb.DownloadArtifactsRequest(path=str(root), run_id=run_id),
@@ -458,10 +458,15 @@ class _FileDownload:
     """One file arriving over one or more (resumed) DownloadArtifact streams."""
 
     def __init__(
-        self, path: ArtifactPath, target: str, bar: Callable[[int, str], tqdm[Any]]
+        self,
+        path: ArtifactPath,
+        target: str,
+        bar: Callable[[int, str], tqdm[Any]],
+        direct_io: bool,
     ) -> None:
         self.path = path
         self.target = target
+        self._direct_io = direct_io
         self._make_bar = bar
         self._first: pb.FileInfo | None = None
         self._out: VerifiedFile | None = None
@@ -486,7 +491,9 @@ class _FileDownload:
         if self._first is None:
             checked = _checked_info(info, self.path)
             self._first = info
-            self._out = VerifiedFile(self.target, checked.file_size, checked.sha256)
+            self._out = VerifiedFile(
+                self.target, checked.file_size, checked.sha256, direct_io=self._direct_io
+            )
             self._bar = self._make_bar(checked.file_size, str(self.path))
         elif _identity(info) != _identity(self._first):
             raise DataLoss(f"'{self.path}' changed on the server during the download; retry")
@@ -507,8 +514,11 @@ class _FileDownload:
 class _TreeDownload:
     """A DownloadArtifacts stream being written out, one verified file after another."""
 
-    def __init__(self, root: ArtifactPath, destination: Destination, bar: tqdm[Any]) -> None:
+    def __init__(
+        self, root: ArtifactPath, destination: Destination, bar: tqdm[Any], direct_io: bool
+    ) -> None:
         self.root = root
+        self.direct_io = direct_io
         self.destination = destination
         self.bar = bar
         self.current: VerifiedFile | None = None
@@ -521,7 +531,9 @@ class _TreeDownload:
                 self.destination.directory(path.parts)
             else:
                 target = self.destination.file(path.parts)
-                self.current = VerifiedFile(target, info.file_size, info.sha256)
+                self.current = VerifiedFile(
+                    target, info.file_size, info.sha256, direct_io=self.direct_io
+                )
                 self.bar.update(1)
         data = message.data  # a view of the received buffer (artifactd.wire.Chunk)
         if data:

@@ -15,6 +15,7 @@ import os
 import uuid
 
 from artifactd.background import BACKGROUND_WRITE_THRESHOLD, BackgroundConsumer
+from artifactd.directio import SequentialWriter
 from artifactd.errors import DataLoss, PermissionDenied
 from artifactd.localfs import make_dirs_inside
 from artifactd.paths import RESERVED_PREFIX
@@ -83,14 +84,24 @@ def publish_verified(temp: str, target: str, size: int, sha256: str | None) -> N
 class VerifiedFile:
     """A download in progress, written to a temporary file and published by `commit` if valid."""
 
-    def __init__(self, target: str, expected_size: int, expected_sha256: str | None) -> None:
+    def __init__(
+        self,
+        target: str,
+        expected_size: int,
+        expected_sha256: str | None,
+        *,
+        direct_io: bool = True,
+    ) -> None:
         self.target = target
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256 or None
         self.received = 0
         self._hash = hashlib.sha256()
         self._temp = temporary_name(target)
-        self._file = open(self._temp, "wb")  # noqa: SIM115 - closed by commit/abort
+        self._fd: int | None = os.open(
+            self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+        )
+        self._file = SequentialWriter(self._fd, direct=direct_io)  # see artifactd.directio
         self._writer: BackgroundConsumer | None = None
         if expected_size >= BACKGROUND_WRITE_THRESHOLD:
             self._writer = BackgroundConsumer(self._file.write, "download-writer")
@@ -131,13 +142,23 @@ class VerifiedFile:
                 f"{self.target!r}: sha256 is {digest} but the server stored "
                 f"{self.expected_sha256}; the download was discarded"
             )
-        self._file.close()
+        try:
+            self._file.finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._close()
         os.replace(self._temp, self.target)
+
+    def _close(self) -> None:
+        self._file.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def abort(self) -> None:
         with contextlib.suppress(BaseException):
             self._stop_writer()
-        if not self._file.closed:
-            self._file.close()
+        self._close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._temp)

@@ -21,6 +21,7 @@ CLIENT_CERT_VARIABLE = "ARTIFACTD_CLIENT_CERT"
 CLIENT_KEY_VARIABLE = "ARTIFACTD_CLIENT_KEY"
 TOKEN_VARIABLE = "ARTIFACTD_TOKEN"  # noqa: S105 - a variable name, not a secret
 TOKEN_FILE_VARIABLE = "ARTIFACTD_TOKEN_FILE"  # noqa: S105
+DIRECT_IO_VARIABLE = "ARTIFACTD_DIRECT_IO"
 
 DEFAULT_RPC_TIMEOUT = 60.0
 DEFAULT_RETRIES = 5
@@ -44,6 +45,8 @@ class ClientSettings:
     client_key: str | None = None
     token: str | None = field(default=None, repr=False)
     """A bearer token (or JWT) sent with every call, for servers that require one."""
+    direct_io: bool = True
+    """Downloads write large files (8 MiB+) around the page cache (`artifactd.directio`)."""
 
     @property
     def uses_tls(self) -> bool:
@@ -62,6 +65,7 @@ class ClientSettings:
             client_cert=env.get(CLIENT_CERT_VARIABLE) or None,
             client_key=env.get(CLIENT_KEY_VARIABLE) or None,
             token=_token(),
+            direct_io=_switch(DIRECT_IO_VARIABLE, True),
         )
 
 
@@ -81,6 +85,17 @@ def _token() -> str | None:
     if not token:
         raise InvalidArgument(f"{TOKEN_FILE_VARIABLE}={path!r} is empty")
     return token
+
+
+def _switch(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"{name}={raw!r} must be true or false (1/0, yes/no, on/off)")
 
 
 def _timeout(name: str, default: float | None) -> float | None:

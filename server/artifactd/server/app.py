@@ -69,6 +69,7 @@ class ServerConfig:
     max_workers: int = 64
     reflection: bool = True
     fsync: bool = True
+    direct_io: bool = True  # large local files bypass the page cache (artifactd.directio)
     port_file: str | None = None
     presigned_url_ttl: float = 900.0
     multipart_session_ttl: float = 24 * 3600.0
@@ -96,7 +97,9 @@ class ArtifactServer:
         self.database = open_database(config.backend_store_uri)
         self.metrics = Metrics()
         storages = [
-            meter_storage(open_storage(root, fsync=config.fsync), self.metrics)
+            meter_storage(
+                open_storage(root, fsync=config.fsync, direct_io=config.direct_io), self.metrics
+            )
             for root in (config.artifacts_destination, *config.extra_artifact_roots)
         ]
         self.roots = ArtifactRoots(storages)

@@ -88,6 +88,13 @@ _CONNECTIONS = ConnectionSettings()
     help="fsync every file and directory on publish (off: faster, not crash-safe).",
 )
 @click.option(
+    "--direct-io/--no-direct-io",
+    envvar="ARTIFACTD_DIRECT_IO",
+    default=_DEFAULTS.direct_io,
+    show_default=True,
+    help="Local storage: write and read large files (8 MiB+) around the page cache (O_DIRECT).",
+)
+@click.option(
     "--port-file",
     envvar="ARTIFACTD_PORT_FILE",
     default=None,
@@ -292,6 +299,7 @@ def serve_command(
     max_workers: int,
     reflection: bool,
     fsync: bool,
+    direct_io: bool,
     port_file: str | None,
     presigned_url_ttl: float,
     multipart_session_ttl: float,
@@ -331,6 +339,7 @@ def serve_command(
         max_workers=max_workers,
         reflection=reflection,
         fsync=fsync,
+        direct_io=direct_io,
         port_file=port_file,
         metrics_port=metrics_port,
         metrics_host=metrics_host,

@@ -43,7 +43,7 @@ URI_FORMS = (
 )
 
 
-def open_storage(destination: str, *, fsync: bool = True) -> Storage:
+def open_storage(destination: str, *, fsync: bool = True, direct_io: bool = True) -> Storage:
     """The adapter for `destination`; `InvalidArgument` for a URI no backend takes."""
     if not destination:
         raise InvalidArgument("the artifacts destination is empty")
@@ -58,8 +58,8 @@ def open_storage(destination: str, *, fsync: bool = True) -> Storage:
                     f"file URI {destination!r} names host {parts.netloc!r}; "
                     "mount the share and give its local path instead"
                 )
-            return LocalStorage(unquote(parts.path), fsync=fsync)
-        return LocalStorage(destination, fsync=fsync)
+            return LocalStorage(unquote(parts.path), fsync=fsync, direct_io=direct_io)
+        return LocalStorage(destination, fsync=fsync, direct_io=direct_io)
     plugins = {ep.name.lower(): ep for ep in entry_points(group=PLUGIN_GROUP)}
     if scheme in BUILT_IN:
         if scheme in plugins:

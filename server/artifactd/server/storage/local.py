@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
+from artifactd import directio
 from artifactd.errors import (
     DataLoss,
     FailedPrecondition,
@@ -60,10 +61,13 @@ class LocalStorage(Storage, ResumableWrites):
     name = "local"
     capabilities = StorageCapabilities(range_reads=True)
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, fsync: bool = True, direct_io: bool = True
+    ) -> None:
         os.makedirs(root, exist_ok=True)
         self._root = os.path.realpath(root)
         self._fsync = fsync
+        self._direct_io = direct_io  # large files around the page cache: see artifactd.directio
         # parent parts -> (real directory, monotonic time it was verified). Uploading a directory
         # of small files puts hundreds of files in one folder: re-walking and re-resolving the
         # same parents for each was a tenth of the server's CPU per file. An entry is trusted for
@@ -220,7 +224,7 @@ class LocalStorage(Storage, ResumableWrites):
         except BaseException:
             os.close(fd)
             raise
-        return _LocalReader(fd, entry)
+        return _LocalReader(fd, entry, direct=self._direct_io)
 
     def stat(self, path: ArtifactPath) -> Entry:
         real = self._resolve(path)
@@ -355,6 +359,7 @@ class _LocalUpload(Upload):
         self._target = target
         self._created = created_dirs
         self._keep = keep  # a resumable upload: an abort keeps the bytes for a later resume
+        self._writer = directio.SequentialWriter(fd, direct=storage._direct_io)
         self._early_writeback = storage._fsync and writeback.AVAILABLE
         self._not_yet_written_back = 0
         self._stat: os.stat_result | None = None  # set by prepare: the bytes are final
@@ -363,12 +368,9 @@ class _LocalUpload(Upload):
         fd = self._fd
         if fd is None:
             raise RuntimeError("upload already finished")
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if self._early_writeback:
+            self._writer.write(data)
+            if self._early_writeback and not self._writer.direct:
                 self._not_yet_written_back += len(data)
                 if self._not_yet_written_back >= WRITEBACK_EVERY:
                     self._not_yet_written_back = 0
@@ -381,6 +383,7 @@ class _LocalUpload(Upload):
         if fd is None:
             raise RuntimeError("upload already finished")
         try:
+            self._writer.finish()
             st = os.fstat(fd)
             _write_digest(fd, sha256, st)  # checked against size and mtime when read
             if self._storage._fsync:
@@ -426,6 +429,7 @@ class _LocalUpload(Upload):
         return Entry(self._path, False, st.st_size, st.st_mtime_ns, sha256)
 
     def abort(self) -> None:
+        self._writer.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -441,9 +445,10 @@ class _LocalUpload(Upload):
 
 
 class _LocalReader(FileReader):
-    def __init__(self, fd: int, entry: Entry) -> None:
+    def __init__(self, fd: int, entry: Entry, *, direct: bool) -> None:
         self._fd: int | None = fd
         self.entry = entry
+        self._direct = direct
 
     def chunks(self, offset: int, limit: int, chunk_size: int) -> Iterator[bytes]:
         fd = self._fd
@@ -451,20 +456,36 @@ class _LocalReader(FileReader):
             raise RuntimeError("reader is closed")
         end = self.entry.size if limit == 0 else min(self.entry.size, offset + limit)
         position = offset
-        while position < end:
-            data = os.pread(fd, min(chunk_size, end - position), position)
-            if not data:
-                raise DataLoss(
-                    f"'{self.entry.path}' shrank to {position} bytes while being read "
-                    f"(it was {self.entry.size}); it was modified outside artifactd"
-                )
+        if (
+            self._direct
+            and end - offset >= directio.DIRECT_AFTER
+            and not directio.mostly_cached(fd, offset, end)
+        ):
+            chunks: Iterator[bytes] = directio.read_chunks(fd, offset, end, chunk_size)
+        else:
+            chunks = _plain_chunks(fd, offset, end, chunk_size)
+        for data in chunks:
             position += len(data)
             yield data
+        if position < end:
+            raise DataLoss(
+                f"'{self.entry.path}' shrank to {position} bytes while being read "
+                f"(it was {self.entry.size}); it was modified outside artifactd"
+            )
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _plain_chunks(fd: int, position: int, end: int, chunk_size: int) -> Iterator[bytes]:
+    while position < end:
+        data = os.pread(fd, min(chunk_size, end - position), position)
+        if not data:
+            return
+        position += len(data)
+        yield data
 
 
 def _entry(path: ArtifactPath, real: str, st: os.stat_result) -> Entry:
