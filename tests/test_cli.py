@@ -187,3 +187,32 @@ def test_serve_configured_by_environment_only(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+
+
+def test_output_cut_short_by_its_reader_is_no_error(
+    server: ServerProcess, prefix: str, tmp_path: Path
+) -> None:
+    """`artifactd artifacts list --recursive | head`: the listing outgrows the pipe, head leaves,
+    and the CLI stops quietly instead of printing "error: Broken pipe"."""
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(3000):
+        (src / f"file-with-a-longish-name-{i:05d}.txt").write_bytes(b"")
+    assert (
+        cli("artifacts", "log", str(src), "--artifact-path", prefix, server=server).returncode == 0
+    )
+    env = {**os.environ, "ARTIFACTD_SERVER": server.target}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent / d)
+                                         for d in ("server", "client")])  # fmt: skip
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "artifactd.cli.main", "artifacts", "list", prefix, "--recursive"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert listing.stdout is not None and listing.stderr is not None
+    first = listing.stdout.readline()
+    listing.stdout.close()  # what head does after its lines
+    code = listing.wait(60)
+    errors = listing.stderr.read().decode()
+    assert b"file-with-a-longish-name" in first
+    assert code == 141, (code, errors)
+    assert errors == "", errors

@@ -7,6 +7,7 @@ and exit code 1, never a traceback; usage errors exit 2 (click's convention).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -49,6 +50,11 @@ def friendly_errors(command: F) -> F:
             return command(*args, **kwargs)
         except ArtifactError as exc:
             fail(exc.message)
+        except BrokenPipeError:
+            # The reader of our output left (`| head`): stop quietly, as Unix tools do, and keep
+            # Python from reporting the same error again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a tool killed by it
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         except KeyboardInterrupt:
