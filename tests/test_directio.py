@@ -88,7 +88,7 @@ def test_the_writer_resumes_at_an_unaligned_end(tmp_path: Path) -> None:
     path.write_bytes(head)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        writer = directio.SequentialWriter(fd)
+        writer = directio.SequentialWriter(fd, position=len(head))
         for start in range(0, len(tail), 1000 * 1000):
             writer.write(tail[start : start + 1000 * 1000])
         assert writer.direct

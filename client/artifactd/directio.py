@@ -1,4 +1,4 @@
-"""Writing a large file front to back around the page cache (Linux `O_DIRECT`).
+"""Writing and reading large files around the page cache (Linux `O_DIRECT`).
 
 A large artifact is written once and fsynced before it is published, so its copy in the page
 cache only costs: each new page must be allocated (and, on a VM that hands idle memory back to
@@ -6,8 +6,9 @@ its host, faulted back in from the host), filled, then written back by the fsync
 here for 1 GiB plus fsync: 2.8-2.9 s buffered into memory idle for a few seconds, 0.44-0.52 s
 buffered into memory freed a moment before, 0.47-0.61 s with `O_DIRECT` in either state, at a
 third of the CPU. So after its first `direct_after` bytes a file's data go through an aligned
-buffer straight to the disk. Where the filesystem refuses `O_DIRECT` (tmpfs, some FUSE and
-network filesystems) the writer falls back to ordinary writes: the result is the same file.
+buffer straight to the disk, and a large file not in the cache is read back the same way. Where
+the filesystem refuses `O_DIRECT` (some FUSE and network filesystems) both fall back to ordinary
+I/O: the same bytes either way.
 """
 
 from __future__ import annotations
@@ -41,16 +42,17 @@ _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 class SequentialWriter:
     """Appends to an open file descriptor, switching to direct writes once the file is large.
 
-    Writes must be sequential from the file's current end (a new file, or an append-only one
-    being resumed). `finish` writes what is still buffered and must be called before the
-    descriptor is fsynced or closed; `close` releases the buffer without writing it.
+    Writes must be sequential from `position`, the file's current end (0 for a new file; the
+    kept size for an append-only one being resumed). `finish` writes what is still buffered and
+    must be called before the descriptor is fsynced or closed; `close` releases the buffer
+    without writing it.
     """
 
-    def __init__(self, fd: int, *, direct: bool = True, direct_after: int = DIRECT_AFTER) -> None:
+    def __init__(self, fd: int, *, position: int = 0, direct: bool = True) -> None:
         self._fd = fd
-        self._position = os.fstat(fd).st_size
-        self._switch_at = _align_up(max(direct_after, self._position))
-        self._may_switch = direct and _O_DIRECT != 0
+        self._position = position
+        self._switch_at = _align_up(max(DIRECT_AFTER, position))
+        self._may_switch = direct
         self._buffer: mmap.mmap | None = None  # page-aligned, as direct writes need
         self._filled = 0
 
@@ -99,12 +101,10 @@ class SequentialWriter:
         self._filled = 0
 
     def _start_direct(self) -> None:
-        try:
-            _set_direct(self._fd, True)
-        except OSError:
+        if _try_direct(self._fd):
+            self._buffer = mmap.mmap(-1, BUFFER_SIZE)
+        else:
             self._may_switch = False  # this filesystem has no direct I/O: stay buffered
-            return
-        self._buffer = mmap.mmap(-1, BUFFER_SIZE)
 
     def _flush(self) -> None:
         buffer = self._buffer
@@ -144,6 +144,7 @@ def read_chunks(fd: int, start: int, end: int, chunk_size: int) -> Iterator[byte
     writing did. A second thread reads the next 4 MiB block while this one's chunks are sent.
     Stops early, without error, if the file ends before `end` (the caller reports it).
     """
+    direct = _try_direct(fd)  # if not: ordinary reads, the same bytes
     ahead = _ReadAhead(fd)
     buffers = (mmap.mmap(-1, BUFFER_SIZE), mmap.mmap(-1, BUFFER_SIZE))
     position = start - start % ALIGNMENT
@@ -167,16 +168,18 @@ def read_chunks(fd: int, start: int, end: int, chunk_size: int) -> Iterator[byte
         ahead.close()
         for buffer in buffers:
             buffer.close()
+        if direct:
+            with contextlib.suppress(OSError):
+                _set_direct(fd, False)
 
 
 class _ReadAhead:
-    """One thread doing direct reads into the buffer it is handed, one request at a time."""
+    """One thread reading into the buffer it is handed, one request at a time."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._requests: queue.SimpleQueue[tuple[mmap.mmap, int] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
-        self._direct = _O_DIRECT != 0
         self._thread = threading.Thread(target=self._serve, name="read-ahead", daemon=True)
         self._thread.start()
 
@@ -195,24 +198,12 @@ class _ReadAhead:
         self._thread.join()
 
     def _serve(self) -> None:
-        direct_set = False
-        try:
-            while (job := self._requests.get()) is not None:
-                buffer, position = job
-                try:
-                    if self._direct and not direct_set:
-                        try:
-                            _set_direct(self._fd, True)
-                            direct_set = True
-                        except OSError:
-                            self._direct = False  # no direct I/O here: ordinary reads
-                    self._results.put(os.preadv(self._fd, [buffer], position))
-                except BaseException as exc:  # raised on the reading thread
-                    self._results.put(exc)
-        finally:
-            if direct_set:
-                with contextlib.suppress(OSError):
-                    _set_direct(self._fd, False)
+        while (job := self._requests.get()) is not None:
+            buffer, position = job
+            try:
+                self._results.put(os.preadv(self._fd, [buffer], position))
+            except BaseException as exc:  # raised on the reading thread
+                self._results.put(exc)
 
 
 def mostly_cached(fd: int, start: int, end: int) -> bool:
@@ -263,6 +254,17 @@ def _load_cachestat() -> Callable[..., int] | None:
 
 
 _cachestat = _load_cachestat()
+
+
+def _try_direct(fd: int) -> bool:
+    """Turns O_DIRECT on for `fd`; False where the platform or the filesystem has none."""
+    if not _O_DIRECT:
+        return False
+    try:
+        _set_direct(fd, True)
+    except OSError:
+        return False
+    return True
 
 
 def _set_direct(fd: int, on: bool) -> None:

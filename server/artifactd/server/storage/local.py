@@ -160,7 +160,7 @@ class LocalStorage(Storage, ResumableWrites):
                 f"the upload of '{path}' has {size} bytes stored; continue from there, not {offset}"
             )
         target = os.path.join(os.path.dirname(partial), path.name)
-        return _LocalUpload(self, path, fd, partial, target, [], keep=True)
+        return _LocalUpload(self, path, fd, partial, target, [], keep=True, written=size)
 
     def read_resumable(self, path: ArtifactPath, token: str) -> Iterator[bytes]:
         try:
@@ -351,6 +351,7 @@ class _LocalUpload(Upload):
         created_dirs: list[str],
         *,
         keep: bool = False,
+        written: int = 0,
     ) -> None:
         self._storage = storage
         self._path = path
@@ -359,7 +360,7 @@ class _LocalUpload(Upload):
         self._target = target
         self._created = created_dirs
         self._keep = keep  # a resumable upload: an abort keeps the bytes for a later resume
-        self._writer = directio.SequentialWriter(fd, direct=storage._direct_io)
+        self._writer = directio.SequentialWriter(fd, position=written, direct=storage._direct_io)
         self._early_writeback = storage._fsync and writeback.AVAILABLE
         self._not_yet_written_back = 0
         self._stat: os.stat_result | None = None  # set by prepare: the bytes are final
