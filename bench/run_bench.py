@@ -62,6 +62,7 @@ class Settings:
     mlflow_venv: Path
     mlflow_pip_spec: str
     keep_inputs: bool
+    defer_deletes: bool
     env_text: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -88,6 +89,7 @@ class Settings:
             mlflow_venv=Path(env("MLFLOW_VENV", "/tmp/bench-venv-mlflow")),
             mlflow_pip_spec=env("MLFLOW_PIP_SPEC", "mlflow==3.17.2"),
             keep_inputs=env("KEEP_INPUTS", "0") == "1",
+            defer_deletes=env("BENCH_DEFER_DELETES", "1") == "1",
             env_text=text,
         )
 
@@ -95,7 +97,7 @@ class Settings:
         """The exact invocation, so a pasted table says how to reproduce it."""
         extra = {
             key: os.environ[key]
-            for key in ("WARMUP", "CONCURRENT", "ARTIFACTD_FSYNC")
+            for key in ("WARMUP", "CONCURRENT", "ARTIFACTD_FSYNC", "BENCH_DEFER_DELETES")
             if key in os.environ
         }
         pairs = " ".join(f"{k}={v}" for k, v in {**self.env_text, **extra}.items())
@@ -198,6 +200,66 @@ def versions(s: Settings) -> dict[str, str]:
 # -- servers ---------------------------------------------------------------------------------
 
 
+class Trash:
+    """Deletes the harness's scratch files at the end of the run instead of between commands.
+
+    This machine's root filesystem is ext4 without a journal, and ext4 then passes over inodes
+    freed in the last minute (five while their inode-table block is still dirty) when it
+    allocates a new one, checking each in turn: after the harness had deleted a few thousand
+    files, creating 1,000 files cost 0.55-0.8 s of system CPU instead of 0.06 s, whoever created
+    them. That cost is the harness's cleanup, not the tool's work; as with write-back (the sync
+    after each command), the next command must not pay for it. Renaming a tree away frees no
+    inode. Files of 1 MiB and more are unlinked at once: a handful of inodes costs nothing
+    measurable, and keeping gigabytes until the end would need several times the disk.
+    `BENCH_DEFER_DELETES=0` deletes at once, as the harness did before, to compare.
+    """
+
+    BIG = 1 << 20
+
+    def __init__(self, root: Path, *, defer: bool) -> None:
+        self.root = root
+        self.defer = defer
+        self.count = 0
+
+    def discard(self, path: Path) -> None:
+        if not path.exists() and not path.is_symlink():
+            return
+        if not self.defer:
+            self._delete(path)
+            return
+        if path.is_dir() and not path.is_symlink():
+            for folder, _, names in os.walk(path):
+                for name in names:
+                    self._unlink_if_big(Path(folder) / name)
+        elif self._unlink_if_big(path):
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.count += 1
+        try:
+            path.rename(self.root / f"{self.count:06d}")
+        except OSError:  # another filesystem: nothing to gain, delete now
+            self._delete(path)
+
+    @staticmethod
+    def _delete(path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _unlink_if_big(self, path: Path) -> bool:
+        try:
+            big = not path.is_symlink() and path.stat().st_size >= self.BIG
+        except FileNotFoundError:
+            return False
+        if big:
+            path.unlink(missing_ok=True)
+        return big
+
+    def empty(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 class Servers:
     """artifactd and `mlflow server` on 127.0.0.1, each in its own session, stopped by PID."""
 
@@ -210,6 +272,7 @@ class Servers:
         self.mlflow: subprocess.Popen[bytes] | None = None
         self.artifactd_target = ""
         self.mlflow_uri = ""
+        self.trash = Trash(s.tmp / "trash", defer=s.defer_deletes)
 
     @property
     def mlflow_artifacts(self) -> Path:
@@ -226,7 +289,7 @@ class Servers:
         )
 
     def start(self) -> None:
-        for folder in (self.artifactd_store, self.mlflow_dir, self.cp_store):
+        for folder in (self.artifactd_store, self.mlflow_dir, self.cp_store, self.trash.root):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
         port_file = self.s.tmp / "artifactd.port"
@@ -293,10 +356,7 @@ class Servers:
         }[system]
         if folder.is_dir():
             for child in folder.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
+                self.trash.discard(child)
 
 
 def free_port() -> int:
@@ -453,7 +513,7 @@ class Bench:
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         usage = watch.stop() if watch is not None else None
-        shutil.rmtree(out, ignore_errors=True)
+        self.srv.trash.discard(out)
         os.sync()  # the next command must not pay for this one's write-back
         if done.returncode != 0:
             raise SystemExit(
@@ -698,6 +758,11 @@ def render(s: Settings, result: dict[str, object]) -> str:
     names = operation_names(s)
     summary: dict[str, dict[str, object]] = result["summary"]  # type: ignore[assignment]
     info: dict[str, str] = result["versions"]  # type: ignore[assignment]
+    deletes = (
+        "scratch files deleted at the end of the run"
+        if s.defer_deletes
+        else "scratch files deleted between commands"
+    )
     lines = [
         f"### artifactd vs MLflow {info['mlflow']} vs cp — {result['date']}",
         "",
@@ -707,7 +772,7 @@ def render(s: Settings, result: dict[str, object]) -> str:
         f"{info['artifactd_git']} (fsync {info['artifactd_fsync']}), `mlflow server` "
         f"(proxied artifacts, local destination), {info['cp']}. N = {s.runs} recorded rounds "
         f"after {s.warmup} warm-up; order of systems rotated each round; {s.settle:g} s idle "
-        f"before every timed command; load average {result['loadavg_before']} → "
+        f"before every timed command; {deletes}; load average {result['loadavg_before']} → "
         f"{result['loadavg_after']}, CPU steal {result['steal_pct']:.1f} %. Figures are "
         f"median (min{DASH}max); seconds are the client's own timing of the operation (start-up "
         "excluded; cp: whole process); MB = 10^6 bytes.",
@@ -769,6 +834,7 @@ def loadavg() -> str:
 
 def cleanup(s: Settings, servers: Servers) -> None:
     """Gigabytes of scratch data should not outlive the run; logs are kept for post-mortems."""
+    servers.trash.empty()
     for folder in (servers.artifactd_store, servers.mlflow_dir, servers.cp_store):
         shutil.rmtree(folder, ignore_errors=True)
     for leftover in s.tmp.glob("out-*"):
