@@ -136,6 +136,30 @@ def test_a_direct_write_refused_midway_is_redone_the_ordinary_way(
     assert (tmp_path / "f").read_bytes() == data
 
 
+def test_a_refusal_after_a_partial_direct_write_does_not_write_those_bytes_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may take part of a direct write before refusing the next: only what is left
+    goes again, the ordinary way."""
+    real_write = os.write
+    calls = []
+
+    def write(fd: int, data: memoryview) -> int:
+        if o_direct_set(fd):
+            calls.append(len(data))
+            if len(calls) > 1:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_write(fd, data[: len(data) // 2])
+        return real_write(fd, data)
+
+    monkeypatch.setattr(directio.os, "write", write)
+    data = os.urandom(LARGE)
+    writer = write_in_pieces(tmp_path / "f", data)
+    assert calls == [directio.BUFFER_SIZE, directio.BUFFER_SIZE // 2]
+    assert not writer.direct
+    assert (tmp_path / "f").read_bytes() == data
+
+
 @pytest.fixture
 def large_file(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
     data = os.urandom(LARGE)
