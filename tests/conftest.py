@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from artifactd.client import ArtifactClient
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
-from servers import ServerProcess, start_server
+from servers import STARTED, ServerProcess, start_server
 
 pytest_plugins = ("run_fixtures", "backend_servers")
 
@@ -25,6 +26,9 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 if TYPE_CHECKING:
     from artifactd.server.store.tracking import TrackingStore
+
+TRANSIENT_UPLOAD_PREFIX = ".artifactd-upload-"
+"""Temporary upload files; those of uploads in progress carry their owner: `<prefix><owner>-`."""
 
 # The backend stores the store's tests run on (see tests/databases.py).
 STORE_BACKENDS = ("sqlite", "postgresql", "mariadb")
@@ -38,6 +42,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     yield process
     code = process.stop()
     assert code == 0, f"server exited with {code}:\n{process.log_text()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_upload_left_behind() -> Iterator[None]:
+    """After each test module: no temporary upload file of a server that was not killed stays
+    under its root (resumable uploads' kept bytes, named without an owner, may)."""
+    yield
+    roots = {server.root for server in STARTED}
+    killed = {server.root for server in STARTED if server.killed}
+    for root in sorted(roots - killed):
+        leftovers: list[str] = []
+        deadline = time.monotonic() + 10  # an upload cut off just now is still being aborted
+        while True:
+            leftovers = [
+                os.path.join(directory, name)
+                for directory, _dirs, files in os.walk(root)
+                for name in files
+                if name.startswith(TRANSIENT_UPLOAD_PREFIX)
+                and "-" in name[len(TRANSIENT_UPLOAD_PREFIX) :]
+            ]
+            if not leftovers or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert not leftovers, f"temporary upload files left behind: {leftovers[:5]}"
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ from artifactd.client.rpc import open_channel
 from artifactd.client.settings import ClientSettings
 
 HOST = "127.0.0.1"
+STARTED: list[ServerProcess] = []
+"""Every server the tests started, so the suite can check their roots for leftovers."""
 
 
 @dataclass
@@ -31,6 +33,8 @@ class ServerProcess:
     root: Path
     log: Path
     extra: list[str] = field(default_factory=list)
+    killed: bool = False
+    """Stopped by SIGKILL (or killed after not stopping): its uploads may be left behind."""
 
     @property
     def target(self) -> str:
@@ -42,10 +46,12 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signals the server by PID and waits; SIGKILL if it does not exit in `timeout`."""
         if self.process.poll() is None:
+            self.killed = sig == signal.SIGKILL
             self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self.process.kill()
                 self.process.wait(10)
         return self.process.returncode
@@ -94,6 +100,7 @@ def start_server(
             raise RuntimeError(f"artifactd did not start in {timeout}s:\n{log.read_text()}")
         time.sleep(0.05)
     server = ServerProcess(process, int(port_file.read_text()), root, log, list(args))
+    STARTED.append(server)
     wait_serving(server.target, timeout=max(1.0, deadline - time.monotonic()), client=client)
     return server
 

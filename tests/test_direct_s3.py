@@ -374,12 +374,17 @@ def test_local_storage_is_not_presignable_and_the_client_streams(
         with grpc.insecure_channel(server.target) as channel:
             stub = pb_grpc.ArtifactServiceStub(channel)
             assert not create(stub, "a/b.bin").supported
-            reply = stub.GetDownloadUrl(pb.GetDownloadUrlRequest(path="a/b.bin"), timeout=30)
-            assert not reply.supported
+            with pytest.raises(grpc.RpcError) as missing:  # checked like any other path RPC
+                stub.GetDownloadUrl(pb.GetDownloadUrlRequest(path="a/b.bin"), timeout=30)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         local = big_file(tmp_path, size=3 * MiB)
         with ArtifactClient(server.target, direct=direct_settings(tmp_path)) as client:
             assert client.log_artifact(local, "a").sha256 == sha(local)
         assert (tmp_path / "store/a/weights.bin").read_bytes() == local.read_bytes()
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.ArtifactServiceStub(channel)
+            request = pb.GetDownloadUrlRequest(path="a/weights.bin")
+            assert not stub.GetDownloadUrl(request, timeout=30).supported
     finally:
         assert server.stop() == 0
 

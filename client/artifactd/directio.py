@@ -94,11 +94,14 @@ class SequentialWriter:
     def close(self) -> None:
         """Leaves direct mode and frees the buffer; data still buffered are dropped."""
         buffer, self._buffer = self._buffer, None
+        self._filled = 0
         if buffer is not None:
             with contextlib.suppress(OSError):
                 _set_direct(self._fd, False)
-            buffer.close()
-        self._filled = 0
+            # A view of the buffer may outlive a failed write in that exception's traceback;
+            # the buffer is then freed with the last view, not here.
+            with contextlib.suppress(BufferError):
+                buffer.close()
 
     def _start_direct(self) -> None:
         if _try_direct(self._fd):
@@ -111,34 +114,41 @@ class SequentialWriter:
         assert buffer is not None
         filled, self._filled = self._filled, 0
         aligned = filled - filled % ALIGNMENT
-        with memoryview(buffer) as whole:
-            self._write_direct(whole[:aligned])
-            if filled > aligned:  # only at finish: a tail shorter than one block
+        with memoryview(buffer) as whole, whole[:aligned] as head, whole[aligned:filled] as tail:
+            self._write_direct(head)
+            if tail:  # only at finish: a tail shorter than one block
                 _set_direct(self._fd, False)
-                self._write_all(whole[aligned:filled])
+                self._write_all(tail)
         if not self._may_switch:
             self.close()
 
+    # Both writers slice with `with`: a slice of the direct buffer left in a failed write's
+    # traceback (a full disk) would keep the buffer exported, and closing it would then fail.
+
     def _write_direct(self, view: memoryview) -> None:
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or not self._may_switch:
-                    raise
-                # Refused by the filesystem after all (an alignment it wants larger): what is
-                # not yet written goes the ordinary way, and no more direct writes for this file.
-                _set_direct(self._fd, False)
-                self._may_switch = False
-                continue
+        done = 0
+        while done < len(view):
+            with view[done:] as rest:
+                try:
+                    written = os.write(self._fd, rest)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL or not self._may_switch:
+                        raise
+                    # Refused by the filesystem after all (an alignment it wants larger): what
+                    # is not yet written goes the ordinary way, and no more direct writes.
+                    _set_direct(self._fd, False)
+                    self._may_switch = False
+                    continue
             self._position += written
-            view = view[written:]
+            done += written
 
     def _write_all(self, view: memoryview) -> None:
-        while view:
-            written = os.write(self._fd, view)
+        done = 0
+        while done < len(view):
+            with view[done:] as rest:
+                written = os.write(self._fd, rest)
             self._position += written
-            view = view[written:]
+            done += written
 
 
 def read_chunks(fd: int, start: int, end: int, chunk_size: int) -> Iterator[bytes]:

@@ -17,6 +17,17 @@ from google.rpc import error_details_pb2, status_pb2
 DOMAIN = "artifactd"
 """The `ErrorInfo.domain` of every error this server sends."""
 
+QUOTED_PREFIX = 128
+"""Characters of a refused value that a message or a per-file result quotes: enough to
+recognise it, and a forged 10 MB path cannot make a response larger than a client accepts."""
+
+
+def excerpt(value: str, limit: int = QUOTED_PREFIX) -> str:
+    """`value` as a message may quote it: whole when short, else its start and its length."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value)} characters)"
+
 
 class ArtifactError(Exception):
     """Base class; `code` is the gRPC status the error travels as."""

@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from artifactd.errors import InvalidArgument
+from artifactd.errors import InvalidArgument, excerpt
 
 MAX_PATH_BYTES = 1024
 """Longest accepted path in UTF-8 bytes (MLflow caps artifact locations at 2048 characters)."""
@@ -112,7 +112,7 @@ def _parse(path: str, allow_root: bool, what: str) -> ArtifactPath:
     try:
         size = len(path.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidPath(f"{what} is not valid UTF-8: {path!r}") from None
+        raise InvalidPath(f"{what} is not valid UTF-8: {excerpt(path)!r}") from None
     if size > MAX_PATH_BYTES:
         raise InvalidPath(f"{what} is {size} bytes long; the limit is {MAX_PATH_BYTES}")
     for form in _decoded_forms(path, what):
@@ -143,9 +143,11 @@ def _decoded_forms(path: str, what: str) -> list[str]:
         try:
             decoded = unquote(current, errors="strict")
         except UnicodeDecodeError:
-            raise InvalidPath(f"{what} percent-decodes to invalid UTF-8: {path!r}") from None
+            raise InvalidPath(
+                f"{what} percent-decodes to invalid UTF-8: {excerpt(path)!r}"
+            ) from None
         if decoded != current and depth >= _MAX_DECODE_ROUNDS:
-            raise InvalidPath(f"{what} is percent-encoded too many times: {path!r}")
+            raise InvalidPath(f"{what} is percent-encoded too many times: {excerpt(path)!r}")
         for reading, reading_depth in (
             (decoded, depth + 1),
             (unicodedata.normalize("NFKC", current), depth),
@@ -157,7 +159,11 @@ def _decoded_forms(path: str, what: str) -> list[str]:
 
 
 def _check_form(form: str, original: str, what: str) -> None:
-    shown = original if form == original else f"{original} (read as {form!r})"
+    shown = (
+        excerpt(original)
+        if form == original
+        else f"{excerpt(original)} (read as {excerpt(form)!r})"
+    )
 
     def fail(rule: str) -> InvalidPath:
         return InvalidPath(f"{what} {rule}: {shown!r}")
@@ -173,9 +179,9 @@ def _check_form(form: str, original: str, what: str) -> None:
         if part == "":
             raise fail("has an empty segment (a leading, trailing or doubled '/')")
         if part.strip(".") == "":
-            raise fail(f"has the segment {part!r}; '.' and '..' segments are not allowed")
+            raise fail(f"has the segment {excerpt(part)!r}; '.' and '..' segments are not allowed")
         if _DRIVE.match(part):
-            raise fail(f"has a drive-letter segment {part!r}")
+            raise fail(f"has a drive-letter segment {excerpt(part)!r}")
         if part.startswith(RESERVED_PREFIX):
             raise fail(f"has a segment with the reserved prefix {RESERVED_PREFIX!r}")
 

@@ -12,6 +12,7 @@ Every artifact method takes `run_id=`: the path is then relative to that run's a
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -38,12 +39,19 @@ from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, erro
 from artifactd.client.settings import ClientSettings
 from artifactd.client.stubs import ArtifactStub
 from artifactd.client.target import Location, in_run, resolve
-from artifactd.errors import ArtifactError, DataLoss, FailedPrecondition, InvalidArgument
+from artifactd.errors import (
+    ArtifactError,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from artifactd.paths import ROOT, ArtifactPath, join, parse
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.wire import OutgoingChunk
 
 T = TypeVar("T", bound=Message)
+log = logging.getLogger(__name__)
 
 BATCH_FILES = 10_000
 
@@ -202,15 +210,41 @@ class ArtifactClient(Connection):
             if info is not None:
                 return _checked_info(info, destination)
         with open(local, "rb") as fh, self._bar(os.fstat(fh.fileno()).st_size, local) as bar:
-            header = self._header(destination, os.fstat(fh.fileno()).st_size, run)
-            messages = _file_messages(
-                fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar, self._checksum()
-            )
+            size = os.fstat(fh.fileno()).st_size
+            header = self._header(destination, size, run)
+            finished = _FinishSent(
+                _file_messages(
+                    fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar,
+                    self._checksum(),
+                )
+            )  # fmt: skip
             try:
-                response = self._stub.LogArtifact(messages, timeout=self.settings.transfer_timeout)
+                response = self._stub.LogArtifact(finished, timeout=self.settings.transfer_timeout)
             except grpc.RpcError as exc:
-                raise error(exc) from None
+                failure = error(exc)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or not finished.sent:
+                    raise failure from None
+                landed = self._landed(local, size, destination, run)
+                if landed is None:
+                    raise failure from None
+                return landed
         return _checked_info(response.file, destination)
+
+    def _landed(
+        self, local: str, size: int, destination: ArtifactPath, run: str
+    ) -> ArtifactInfo | None:
+        """After UNAVAILABLE once the whole file was sent, whether it was published anyway (the
+        server may have crashed between publishing and answering): the stored size and sha256
+        against the local file's. The artifact, or None when it did not land (the caller then
+        reports the failure; an unreachable server is reported as such)."""
+        try:
+            stored = self.get_artifact_info(str(destination), run_id=run or None)
+        except NotFound:
+            return None
+        if stored.is_dir or stored.file_size != size or stored.sha256 != file_digest(local):
+            return None
+        log.info("'%s' was published although the server's answer was lost", destination)
+        return stored
 
     def log_artifacts(
         self,
@@ -549,6 +583,20 @@ class _TreeDownload:
     def close(self) -> None:
         if self.current is not None:
             self.current.abort()
+
+
+class _FinishSent(Iterator[OutgoingChunk[T]]):
+    """An upload's request messages, noting when the one with the finish was taken to send."""
+
+    def __init__(self, messages: Iterator[OutgoingChunk[T]]) -> None:
+        self._messages = messages
+        self.sent = False
+
+    def __next__(self) -> OutgoingChunk[T]:
+        chunk = next(self._messages)
+        if chunk.message.HasField("finish"):
+            self.sent = True
+        return chunk
 
 
 def _file_messages(

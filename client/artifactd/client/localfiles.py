@@ -10,13 +10,14 @@ matched, so an interrupted or corrupt download never leaves a plausible-looking 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import uuid
 
 from artifactd.background import BACKGROUND_WRITE_THRESHOLD, BackgroundConsumer
 from artifactd.directio import SequentialWriter
-from artifactd.errors import DataLoss, PermissionDenied
+from artifactd.errors import DataLoss, PermissionDenied, ResourceExhausted
 from artifactd.localfs import make_dirs_inside
 from artifactd.paths import RESERVED_PREFIX
 
@@ -81,6 +82,16 @@ def publish_verified(temp: str, target: str, size: int, sha256: str | None) -> N
         raise
 
 
+def local_write_error(exc: OSError, target: str) -> Exception:
+    """A failed local write as the error to report: a full disk is RESOURCE_EXHAUSTED, as on
+    the server; anything else stays the OS error it was."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(
+            f"no space left on the local disk for {target!r}; the partial download was removed"
+        )
+    return exc
+
+
 class VerifiedFile:
     """A download in progress, written to a temporary file and published by `commit` if valid."""
 
@@ -114,15 +125,21 @@ class VerifiedFile:
                 f"{self.target!r}"
             )
         self._hash.update(data)
-        if self._writer is None:
-            self._file.write(data)
-        else:
-            self._writer.put(data)
+        try:
+            if self._writer is None:
+                self._file.write(data)
+            else:
+                self._writer.put(data)  # raises what failed on the writer thread
+        except OSError as exc:
+            raise local_write_error(exc, self.target) from exc
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.finish()
+            try:
+                writer.finish()
+            except OSError as exc:
+                raise local_write_error(exc, self.target) from exc
 
     def commit(self) -> None:
         try:
@@ -144,6 +161,9 @@ class VerifiedFile:
             )
         try:
             self._file.finish()
+        except OSError as exc:
+            self.abort()
+            raise local_write_error(exc, self.target) from exc
         except BaseException:
             self.abort()
             raise
@@ -151,10 +171,12 @@ class VerifiedFile:
         os.replace(self._temp, self.target)
 
     def _close(self) -> None:
-        self._file.close()
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        try:
+            self._file.close()
+        finally:  # the descriptor goes whatever freeing the buffer did
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
 
     def abort(self) -> None:
         with contextlib.suppress(BaseException):

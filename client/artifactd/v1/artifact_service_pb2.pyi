@@ -603,6 +603,7 @@ class GetCapabilitiesResponse(_message.Message):
     SUPPORTS_MULTIPART_UPLOAD_FIELD_NUMBER: _builtins.int
     SUPPORTS_PRESIGNED_URLS_FIELD_NUMBER: _builtins.int
     UPLOAD_CHECKSUMS_FIELD_NUMBER: _builtins.int
+    MAX_ARTIFACT_SIZE_FIELD_NUMBER: _builtins.int
     chunk_size: _builtins.int
     """Chunk size the server sends and prefers to receive, in bytes."""
     max_message_size: _builtins.int
@@ -622,6 +623,11 @@ class GetCapabilitiesResponse(_message.Message):
     """Optional features of that backend."""
     supports_multipart_upload: _builtins.bool
     supports_presigned_urls: _builtins.bool
+    max_artifact_size: _builtins.int
+    """Largest file the server takes, in bytes: an upload declaring more is refused before any
+    byte is sent (INVALID_ARGUMENT), as is one declaring more than the destination has free
+    where the server can tell (RESOURCE_EXHAUSTED; local disk).
+    """
     @_builtins.property
     def upload_checksums(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Checksums an UploadFinish may carry that this server verifies ("sha256", "crc32c"). A
@@ -643,10 +649,11 @@ class GetCapabilitiesResponse(_message.Message):
         supports_multipart_upload: _builtins.bool = ...,
         supports_presigned_urls: _builtins.bool = ...,
         upload_checksums: _abc.Iterable[_builtins.str] | None = ...,
+        max_artifact_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "chunk_size", b"chunk_size", "default_page_size", b"default_page_size", "digest_function", b"digest_function", "max_batch_files", b"max_batch_files", "max_message_size", b"max_message_size", "max_page_size", b"max_page_size", "max_path_length", b"max_path_length", "supports_multipart_upload", b"supports_multipart_upload", "supports_presigned_urls", b"supports_presigned_urls", "supports_range_reads", b"supports_range_reads", "upload_checksums", b"upload_checksums"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "chunk_size", b"chunk_size", "default_page_size", b"default_page_size", "digest_function", b"digest_function", "max_artifact_size", b"max_artifact_size", "max_batch_files", b"max_batch_files", "max_message_size", b"max_message_size", "max_page_size", b"max_page_size", "max_path_length", b"max_path_length", "supports_multipart_upload", b"supports_multipart_upload", "supports_presigned_urls", b"supports_presigned_urls", "supports_range_reads", b"supports_range_reads", "upload_checksums", b"upload_checksums"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

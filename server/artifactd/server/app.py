@@ -34,6 +34,7 @@ from artifactd.server.observability import (
     UploadSessionsCollector,
     meter_storage,
 )
+from artifactd.server.request_decoding import RequestDecodingInterceptor
 from artifactd.server.resumable import ResumableUploads
 from artifactd.server.roots import ArtifactRoots
 from artifactd.server.run_servicer import RunServicer
@@ -114,6 +115,8 @@ class ArtifactServer:
             ThreadPoolExecutor(config.max_workers, thread_name_prefix="rpc"),
             interceptors=[
                 ObservingInterceptor(self.metrics),  # first: sees every call, refused ones too
+                # second: no handler, authentication included, sees an undecodable request
+                RequestDecodingInterceptor(self.metrics.undecodable_requests),
                 AuthInterceptor(self.authenticator, decider),
                 ChunkDecodingInterceptor(),  # last: the deserializer it sets is the one used
             ],

@@ -217,8 +217,26 @@ _CONNECTIONS = ConnectionSettings()
     "--max-connection-idle",
     envvar="ARTIFACTD_MAX_CONNECTION_IDLE",
     type=click.FloatRange(1),
-    default=None,
-    help="Close connections without calls after this many seconds (default: never).",
+    default=_CONNECTIONS.max_connection_idle,
+    show_default=True,
+    help="Close connections without calls after this many seconds (clients reconnect).",
+)
+@click.option(
+    "--handshake-timeout",
+    envvar="ARTIFACTD_HANDSHAKE_TIMEOUT",
+    type=click.FloatRange(0.1),
+    default=_CONNECTIONS.handshake_timeout,
+    show_default=True,
+    help="Close connections that have not completed their TLS and HTTP/2 handshake after "
+    "this many seconds (bare or half-open TCP connections).",
+)
+@click.option(
+    "--max-connections",
+    envvar="ARTIFACTD_MAX_CONNECTIONS",
+    type=click.IntRange(1),
+    default=_CONNECTIONS.max_connections,
+    show_default=True,
+    help="Connections the process holds at once; more are closed as they arrive (per worker).",
 )
 @click.option(
     "--max-connection-age",
@@ -316,7 +334,9 @@ def serve_command(
     drain_delay: float,
     keepalive_time: float,
     keepalive_timeout: float,
-    max_connection_idle: float | None,
+    max_connection_idle: float,
+    handshake_timeout: float,
+    max_connections: int,
     max_connection_age: float | None,
     max_connection_age_grace: float | None,
     max_concurrent_streams: int,
@@ -352,6 +372,8 @@ def serve_command(
             keepalive_time=keepalive_time,
             keepalive_timeout=keepalive_timeout,
             max_connection_idle=max_connection_idle,
+            handshake_timeout=handshake_timeout,
+            max_connections=max_connections,
             max_connection_age=max_connection_age,
             max_connection_age_grace=max_connection_age_grace,
             max_concurrent_streams=max_concurrent_streams,

@@ -20,6 +20,9 @@ MAX_PAGE_SIZE = 10_000
 DIGEST_FUNCTION = "sha256"
 UPLOAD_CHECKSUMS = ("sha256", "crc32c")
 """What an UploadFinish may declare for the server to verify (GetCapabilities)."""
+MAX_ARTIFACT_SIZE = 5 * 1024**4
+"""Largest file the server takes (5 TiB, the largest object S3 and GCS store): a declared size
+above it is refused when the upload starts, not after terabytes were sent (GetCapabilities)."""
 PENDING_COMMITS_PER_STREAM = 32
 """Files of one LogArtifacts stream being made durable while the next ones are received."""
 
@@ -33,7 +36,15 @@ class ConnectionSettings:
 
     keepalive_time: float = 120.0
     keepalive_timeout: float = 20.0
-    max_connection_idle: float | None = None
+    max_connection_idle: float | None = 600.0
+    """Connections without a call this long get a GOAWAY (clients reconnect on their next call):
+    an idle connection holds a descriptor and memory for nothing."""
+    handshake_timeout: float = 10.0
+    """A connection that has not finished its TLS and HTTP/2 handshake in this time is closed:
+    bare or half-opened TCP connections (a scan, a hostile client) otherwise stay 120 s."""
+    max_connections: int = 1000
+    """Connections the process holds at once; more are closed as they arrive. Bounded so that
+    connections alone cannot use up the descriptors uploads and downloads need."""
     max_connection_age: float | None = None
     max_connection_age_grace: float | None = None
     max_concurrent_streams: int = 100
@@ -51,6 +62,8 @@ def grpc_options(settings: ConnectionSettings) -> list[tuple[str, int]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        ("grpc.server_handshake_timeout_ms", _ms(settings.handshake_timeout)),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
     ]
     for name, value in (
         ("grpc.max_connection_idle_ms", settings.max_connection_idle),

@@ -38,7 +38,7 @@ from artifactd.server.storage.base import (
 )
 from artifactd.server.store.schema import MULTIPART, RESUMABLE
 from artifactd.server.store.upload_sessions import UploadSession, UploadSessions
-from artifactd.server.uploads import parse_digest
+from artifactd.server.uploads import check_declared_size, parse_digest
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class DirectUploads:
         storage = scope.storage
         if not isinstance(storage, DirectTransfers) or not storage.capabilities.multipart_upload:
             return None
+        check_declared_size(size, scope, path)
         chosen = choose_part_size(size, part_size, storage.part_limits)
         full = scope.full(path)
         check_destination(storage, full, path, overwrite)
@@ -328,11 +329,17 @@ class DirectUploads:
     # -- downloads -------------------------------------------------------------------------
 
     def download_url(self, run_id: str, path_text: str) -> tuple[Entry, PresignedRequest] | None:
+        """A presigned download of a file, or None when its storage has none (download it
+        through the server). The path gets the same checks and answers as in every other RPC,
+        whether or not the storage can presign: a bad path is INVALID_ARGUMENT, a missing file
+        NOT_FOUND, a directory FAILED_PRECONDITION."""
+        path = parse(path_text)
         scope = self._scopes.for_read(run_id)
         storage = scope.storage
+        full = scope.full(path)
         if not isinstance(storage, DirectTransfers) or not storage.capabilities.presigned_urls:
+            if storage.stat(full).is_dir:
+                raise FailedPrecondition(f"'{path}' is a directory, not a file")
             return None
-        entry, request = storage.presign_download(
-            scope.full(parse(path_text)), self.settings.download_ttl
-        )
+        entry, request = storage.presign_download(full, self.settings.download_ttl)
         return scope.relative(entry), request

@@ -22,7 +22,7 @@ from artifactd.server.scopes import Scope, Scopes
 from artifactd.server.storage.base import ResumableWrites
 from artifactd.server.store.schema import RESUMABLE
 from artifactd.server.store.upload_sessions import UploadSession, UploadSessions
-from artifactd.server.uploads import Resume, UploadSpec, parse_digest
+from artifactd.server.uploads import Resume, UploadSpec, check_declared_size, parse_digest
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,12 @@ class ResumableUploads:
     ) -> UploadSession | None:
         """Opens a session, or None when the storage takes direct uploads instead."""
         path = parse(path_text)
-        if size < 0:
-            raise InvalidArgument(f"size must not be negative, got {size}")
         digest = parse_digest(sha256, "sha256") or ""
         scope = self._scopes.for_write(run_id, path)
         storage = scope.storage
         if not isinstance(storage, ResumableWrites):
             return None
+        check_declared_size(size, scope, path)
         full = scope.full(path)
         check_destination(storage, full, path, overwrite)
         token = storage.start_resumable(full)

@@ -6,6 +6,7 @@ call; the adapter only ever sees `ArtifactPath`s. No storage logic lives here.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -14,8 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 
-from artifactd.errors import ArtifactError, InvalidArgument, NotFound, OutOfRange
-from artifactd.paths import MAX_PATH_BYTES, ArtifactPath, parse
+from artifactd.errors import ArtifactError, InvalidArgument, NotFound, OutOfRange, excerpt
+from artifactd.paths import MAX_PATH_BYTES, ArtifactPath, InvalidPath, parse
 from artifactd.server import limits, paging
 from artifactd.server.convert import file_info
 from artifactd.server.direct_servicer import DirectTransferMethods, caller
@@ -30,6 +31,7 @@ from artifactd.server.uploads import (
     UploadMessage,
     UploadSpec,
     UploadStream,
+    check_declared_size,
     parse_digest,
 )
 from artifactd.v1 import artifact_service_pb2 as pb
@@ -61,15 +63,18 @@ def _header_reader(
                 raise InvalidArgument(
                     "offset is only for continuing an upload (upload_id)", field="offset"
                 )
-            if header.HasField("size") and header.size < 0:
-                raise InvalidArgument(f"size must not be negative, got {header.size}", field="size")
             path = parse(header.path)
+            sha256 = parse_digest(header.sha256, "header sha256")
+            scope = scopes.for_write(header.run_id, path)
+            size = header.size if header.HasField("size") else None
+            if size is not None:
+                check_declared_size(size, scope, path)
             return UploadSpec(
                 path=path,
-                size=header.size if header.HasField("size") else None,
-                sha256=parse_digest(header.sha256, "header sha256"),
+                size=size,
+                sha256=sha256,
                 overwrite=header.overwrite != pb.OVERWRITE_POLICY_FAIL_IF_EXISTS,
-                scope=scopes.for_write(header.run_id, path),
+                scope=scope,
             )
 
         return header.path, spec
@@ -100,26 +105,44 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         self._committer = committer
         self.in_flight = InFlight()
 
-    def _stream(self, max_files: int, context: grpc.ServicerContext) -> UploadStream:
+    def _stream(
+        self,
+        max_files: int,
+        context: grpc.ServicerContext,
+        before_open: Callable[[UploadSpec], None] | None = None,
+    ) -> UploadStream:
         """Reads LogArtifact(s) requests, which arrive as `artifactd.wire.Chunk`s (their data a
         view of the received buffer: `chunk_decoding`), typed here as the messages they wrap."""
         reader = _header_reader(self._scopes.writer(), self._resumable, caller(context))
-        return UploadStream(reader, _declared_in, max_files)
+        return UploadStream(reader, _declared_in, max_files, before_open)
 
     @translate_errors
     def LogArtifact(  # noqa: N802 - gRPC method names
         self, request_iterator: Iterator[pb.LogArtifactRequest], context: grpc.ServicerContext
     ) -> pb.LogArtifactResponse:
-        events = self._stream(1, context).files(request_iterator)
-        event = next(events, None)
-        if event is None:
-            raise InvalidArgument("the stream carried no message; send a header first")
-        for extra in events:
-            raise InvalidArgument(f"LogArtifact carries one file; '{extra.path}' followed")
-        if event.error is not None:
-            raise event.error
-        assert event.sealed is not None and event.scope is not None
-        entry = event.sealed.commit(True)
+        # Every way out without a commit (a message after the finish, a cancelled client, an
+        # expired deadline, a storage error) must discard the sealed file: a sealed upload holds
+        # a descriptor and a temporary file, and one malformed stream per call would otherwise
+        # exhaust the server's descriptors.
+        with contextlib.closing(self._stream(1, context).files(request_iterator)) as events:
+            event = next(events, None)
+            if event is None:
+                raise InvalidArgument("the stream carried no message; send a header first")
+            try:
+                extra = next(events, None)
+                if extra is not None:
+                    extra.discard()
+                    raise InvalidArgument(
+                        f"LogArtifact carries one file; '{excerpt(extra.path)}' followed "
+                        "(use LogArtifacts for several)"
+                    )
+                if event.error is not None:
+                    raise event.error
+                assert event.sealed is not None and event.scope is not None
+                entry = event.sealed.commit(True)  # a failed commit aborts the upload
+            except BaseException:
+                event.discard()
+                raise
         return pb.LogArtifactResponse(file=file_info(event.scope.relative(entry)))
 
     @translate_errors
@@ -149,14 +172,28 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
                 return
             pending.append((event, self._committer.submit(event.sealed.prepare)))
 
-        try:
-            for event in self._stream(limits.MAX_BATCH_FILES, context).files(request_iterator):
-                submit(event)
-                while len(pending) > limits.PENDING_COMMITS_PER_STREAM:
+        def publish_ancestors(spec: UploadSpec) -> None:
+            # Files are published when their finish arrives (the proto's promise), so a file
+            # below a path still waiting to be published must see that path published first:
+            # `f` then `f/g` stores `f` and refuses `f/g`, exactly as two uploads one by one.
+            target = (spec.scope.storage, spec.scope.full(spec.path))
+            if any(_is_ancestor(event, target) for event, _ in pending):
+                while pending:
                     settle_oldest()
+
+        stream = self._stream(limits.MAX_BATCH_FILES, context, publish_ancestors)
+        try:
+            with contextlib.closing(stream.files(request_iterator)) as events:
+                for event in events:
+                    submit(event)
+                    while len(pending) > limits.PENDING_COMMITS_PER_STREAM:
+                        settle_oldest()
         finally:
-            while pending:
-                settle_oldest()
+            try:
+                while pending:
+                    settle_oldest()
+            finally:
+                _discard_all(pending)
             # One directory fsync per directory, not per file: results are durable when sent.
             for storage, paths in committed.items():
                 storage.make_durable(paths)
@@ -243,10 +280,13 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
     def DeleteArtifacts(  # noqa: N802
         self, request: pb.DeleteArtifactsRequest, context: grpc.ServicerContext
     ) -> pb.DeleteArtifactsResponse:
-        if request.run_id:  # the run's whole artifact root may go; the server's root may not
-            path = parse(request.path, allow_root=True)
-        else:
-            path = parse(request.path, what="path (the artifact root itself cannot be deleted)")
+        path = parse(request.path, allow_root=True)
+        if path.is_root and not request.run_id:  # a run's whole artifact root may go
+            raise InvalidArgument(
+                "path is empty, which names the artifact root; the root itself cannot be "
+                "deleted: name a file or directory under it",
+                field="path",
+            )
         scope = self._scopes.for_write(request.run_id, path)
         existed = scope.storage.delete(scope.full(path))
         log.info("deleted %s (run %s, existed: %s)", path, scope.run_id or "-", existed)
@@ -270,6 +310,7 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
             supports_multipart_upload=caps.multipart_upload,
             supports_presigned_urls=caps.presigned_urls,
             upload_checksums=limits.UPLOAD_CHECKSUMS,
+            max_artifact_size=limits.MAX_ARTIFACT_SIZE,
         )
 
 
@@ -292,6 +333,8 @@ def _published(
     when it was committed."""
     path = event.path
     if isinstance(prepared, ArtifactError):
+        if isinstance(prepared, InvalidPath) and len(path) > MAX_PATH_BYTES:
+            path = excerpt(path)  # refused for its length: quote its start, not megabytes
         return _failed(path, prepared.code, prepared.message), None
     assert event.sealed is not None and event.scope is not None
     try:
@@ -309,3 +352,24 @@ def _published(
 
 def _failed(path: str, code: grpc.StatusCode, message: str) -> pb.LogArtifactsResult:
     return pb.LogArtifactsResult(path=path, code=code.value[0], message=message)
+
+
+def _is_ancestor(event: FileEvent, target: tuple[Storage, ArtifactPath]) -> bool:
+    """Whether `event`'s file, once published, is a parent directory's name of `target`."""
+    storage, path = target
+    sealed, scope = event.sealed, event.scope
+    if sealed is None or scope is None or scope.storage is not storage:
+        return False
+    mine = sealed.path
+    return len(mine.parts) < len(path.parts) and path.is_relative_to(mine)
+
+
+def _discard_all(pending: deque[tuple[FileEvent, Future[None] | ArtifactError]]) -> None:
+    """Releases files that could not be settled (publishing raised): each waits for its
+    prepare, which may still be using the upload, then is discarded."""
+    while pending:
+        event, prepared = pending.popleft()
+        if not isinstance(prepared, ArtifactError):
+            with contextlib.suppress(BaseException):
+                prepared.result()
+        event.discard()

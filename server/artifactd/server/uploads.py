@@ -10,15 +10,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import crc32c
 
 from artifactd.background import BACKGROUND_WRITE_THRESHOLD, BackgroundConsumer
-from artifactd.errors import Aborted, ArtifactError, DataLoss, InvalidArgument
+from artifactd.errors import (
+    Aborted,
+    ArtifactError,
+    DataLoss,
+    InvalidArgument,
+    ResourceExhausted,
+    excerpt,
+)
 from artifactd.paths import ArtifactPath
+from artifactd.server import limits
 from artifactd.server.scopes import Scope
 from artifactd.server.storage.base import Entry, ResumableWrites, Upload
 
@@ -30,8 +38,30 @@ def parse_digest(value: str, what: str) -> str | None:
     if not value:
         return None
     if not _SHA256.match(value):
-        raise InvalidArgument(f"{what} must be 64 hex characters (a sha256), got {value!r}")
+        raise InvalidArgument(
+            f"{what} must be 64 hex characters (a sha256), got {excerpt(value)!r}"
+        )
     return value.lower()
+
+
+def check_declared_size(size: int, scope: Scope, path: ArtifactPath) -> None:
+    """Refuses, before any byte is sent, a file that could never be stored: a negative size,
+    one above the server's maximum artifact size, or one larger than the free space of its
+    destination where the storage can tell."""
+    if size < 0:
+        raise InvalidArgument(f"size must not be negative, got {size}", field="size")
+    if size > limits.MAX_ARTIFACT_SIZE:
+        raise InvalidArgument(
+            f"'{path}' declares {size} bytes; the largest artifact this server takes is "
+            f"{limits.MAX_ARTIFACT_SIZE} bytes (5 TiB)",
+            field="size",
+        )
+    free = scope.storage.free_bytes(scope.full(path))
+    if free is not None and size > free:
+        raise ResourceExhausted(
+            f"no space left for '{path}' on the artifact store: it declares {size} bytes and "
+            f"{free} are free; nothing was stored"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +123,11 @@ class IncomingFile:
                 raise Aborted(f"the kept bytes of '{spec.path}' changed while resuming; retry")
         self._writer: BackgroundConsumer | None = None
         if spec.size is not None and spec.size >= BACKGROUND_WRITE_THRESHOLD:
-            self._writer = BackgroundConsumer(self._upload.write, "upload-writer")
+            try:
+                self._writer = BackgroundConsumer(self._upload.write, "upload-writer")
+            except BaseException:  # no thread to be had: the temporary file must not stay
+                self._upload.abort()
+                raise
 
     def write(self, data: bytes | memoryview) -> None:
         self._received += len(data)
@@ -136,7 +170,7 @@ class IncomingFile:
                 f"'{spec.path}': CRC32C of the received bytes is {self._crc.checksum:08x}, but "
                 f"the finish declared {final.crc32c:08x}; nothing was stored"
             )
-        return Sealed(self._upload, digest, spec.overwrite, spec.resume)
+        return Sealed(self._upload, digest, spec.overwrite, spec.resume, spec.scope.full(spec.path))
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -157,9 +191,16 @@ class Sealed:
     digest: str
     overwrite: bool
     resume: Resume | None
+    path: ArtifactPath
+    """Where it will be published, in storage (not relative to the client's scope)."""
 
     def prepare(self) -> None:
         self.upload.prepare(self.digest)
+
+    def discard(self) -> None:
+        """Drops the file unpublished: its descriptor and temporary file go (a resumable
+        upload keeps its bytes for its session). Safe after `commit`, and more than once."""
+        self.upload.abort()
 
     def commit(self, durable: bool) -> Entry:
         """Publishes the file; `durable` makes the new name survive a crash right away. The
@@ -188,6 +229,11 @@ class FileEvent:
     error: ArtifactError | None = None
     scope: Scope | None = None
 
+    def discard(self) -> None:
+        """Releases a sealed file that will not be published (see `Sealed.discard`)."""
+        if self.sealed is not None:
+            self.sealed.discard()
+
 
 class UploadStream:
     """Splits a stream of upload messages into files.
@@ -195,7 +241,12 @@ class UploadStream:
     `header_of(message)` turns a header message into an `UploadSpec` (raising for bad input),
     and `declared_in(message)` reads the checksums of a finish message. Per-file failures become
     `FileEvent.error` and the file's remaining data is skipped; protocol violations raise
-    `InvalidArgument` and end the stream.
+    `InvalidArgument` and end the stream. `before_open(spec)`, if given, runs before a file's
+    storage upload starts (a batch publishes what that file depends on there).
+
+    Ownership: a file in progress is this generator's, and it aborts it however the stream
+    ends (a protocol violation, a cancelled client, a storage error, the generator closed). A
+    sealed file, once yielded, is the consumer's: it must `commit` it or `discard` it.
     """
 
     def __init__(
@@ -203,12 +254,14 @@ class UploadStream:
         header_of: Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]],
         declared_in: Callable[[UploadMessage], Declared],
         max_files: int,
+        before_open: Callable[[UploadSpec], None] | None = None,
     ) -> None:
         self._header_of = header_of
         self._declared_in = declared_in
         self._max_files = max_files
+        self._before_open = before_open
 
-    def files(self, messages: Iterable[UploadMessage]) -> Iterator[FileEvent]:
+    def files(self, messages: Iterable[UploadMessage]) -> Generator[FileEvent, None, None]:
         current: IncomingFile | None = None
         failed: FileEvent | None = None  # the file whose remaining data is being skipped
         started = 0
@@ -222,7 +275,12 @@ class UploadStream:
                     started += 1
                     current, failed = self._open(message, started)
                 elif current is None and failed is None:
-                    raise InvalidArgument("data or finish arrived before any header message")
+                    raise InvalidArgument(
+                        "data or finish arrived before any header message"
+                        if started == 0
+                        else "data or finish arrived after the file's finish message; "
+                        "each file is a header, its data, then one finish"
+                    )
                 data = message.data
                 if current is not None and data:
                     try:
@@ -231,18 +289,19 @@ class UploadStream:
                         current.abort()
                         failed, current = FileEvent(str(current.spec.path), error=exc), None
                 if message.HasField("finish"):
-                    if failed is not None:
-                        yield failed
-                    elif current is not None:
-                        yield self._seal(current, message)
-                    current = failed = None
+                    incoming, skipped = current, failed
+                    current = failed = None  # from here on the event is the consumer's
+                    if skipped is not None:
+                        yield skipped
+                    elif incoming is not None:
+                        yield self._seal(incoming, message)
         finally:
             if current is not None:
                 current.abort()
-        if current is not None or failed is not None:
-            path = (
-                str(current.spec.path) if current is not None else (failed.path if failed else "")
-            )
+        if failed is not None:  # refused already: that says more than the missing finish
+            yield failed
+        elif current is not None:
+            path = str(current.spec.path)
             yield FileEvent(
                 path,
                 error=Aborted(
@@ -261,7 +320,10 @@ class UploadStream:
                     f"one stream carries at most {self._max_files} files; "
                     "start another stream for the rest"
                 )
-            return IncomingFile(spec_of()), None
+            spec = spec_of()
+            if self._before_open is not None:
+                self._before_open(spec)
+            return IncomingFile(spec), None
         except ArtifactError as exc:
             return None, FileEvent(raw_path, error=exc)
 
@@ -269,7 +331,10 @@ class UploadStream:
         path = str(incoming.spec.path)
         try:
             sealed = incoming.seal(self._declared_in(message))
-            return FileEvent(path, sealed=sealed, scope=incoming.spec.scope)
         except ArtifactError as exc:
             incoming.abort()
             return FileEvent(path, error=exc)
+        except BaseException:
+            incoming.abort()
+            raise
+        return FileEvent(path, sealed=sealed, scope=incoming.spec.scope)

@@ -83,6 +83,13 @@ class Metrics:
             ["backend", "operation", "error"],
             registry=r,
         )
+        self.undecodable_requests = Counter(
+            f"{PREFIX}_undecodable_requests_total",
+            "Request messages refused with INVALID_ARGUMENT because their bytes are not a valid "
+            "message of the method's request type (invalid UTF-8, garbage), by method.",
+            _RPC,
+            registry=r,
+        )
         ProcessCollector(namespace=PREFIX, registry=r)
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None

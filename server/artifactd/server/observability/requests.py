@@ -43,20 +43,20 @@ def _reader(descriptor: Any) -> _PathReader:
     """Where a message type keeps its path: a `path` string, or a `header` message's `path`."""
     fields = descriptor.fields_by_name
     path = fields.get("path")
-    if path is not None and path.type == FieldDescriptor.TYPE_STRING and not _repeated(path):
+    if path is not None and path.type == FieldDescriptor.TYPE_STRING and not is_repeated(path):
         return lambda message: str(message.path)
     header = fields.get("header")
     if (
         header is not None
         and header.message_type is not None
-        and not _repeated(header)
+        and not is_repeated(header)
         and "path" in header.message_type.fields_by_name
     ):
         return lambda message: str(message.header.path) if message.HasField("header") else ""
     return _no_path
 
 
-def _repeated(field: FieldDescriptor) -> bool:
+def is_repeated(field: FieldDescriptor) -> bool:
     repeated = getattr(field, "is_repeated", None)  # newer protobuf; `label` before
     if repeated is None:
         repeated = getattr(field, "label", None) == FieldDescriptor.LABEL_REPEATED

@@ -142,6 +142,11 @@ class Storage(ABC):
     def delete(self, path: ArtifactPath) -> bool:
         """Deletes a file or a directory tree; returns whether anything was there."""
 
+    def free_bytes(self, path: ArtifactPath) -> int | None:
+        """Bytes a new file at `path` may take, or None where the storage cannot tell (object
+        stores): an upload declaring more is refused before its bytes are sent."""
+        return None
+
     def make_durable(self, paths: Iterable[ArtifactPath]) -> None:  # noqa: B027 - optional
         """Makes the commits of `paths` (made with `durable=False`) survive a crash."""
 

@@ -36,7 +36,7 @@ from artifactd.errors import (
 )
 from artifactd.localfs import inside, make_dirs_inside, remove_empty_dirs
 from artifactd.paths import RESERVED_PREFIX, ArtifactPath
-from artifactd.server.storage import writeback
+from artifactd.server.storage import owners, writeback
 from artifactd.server.storage.base import (
     Entry,
     FileReader,
@@ -100,7 +100,8 @@ class LocalStorage(Storage, ResumableWrites):
     # -- writing ---------------------------------------------------------------------------
 
     def start_upload(self, path: ArtifactPath) -> Upload:
-        return self._create_temp(path, uuid.uuid4().hex)
+        # The owner's id in the name lets a start-up sweep remove it once its process is dead.
+        return self._create_temp(path, f"{owners.for_root(self._root).id}-{uuid.uuid4().hex}")
 
     def _create_temp(self, path: ArtifactPath, token: str, *, keep: bool = False) -> _LocalUpload:
         """Opens a new hidden temporary file for `path` (`keep`: an abort keeps its bytes)."""
@@ -305,6 +306,15 @@ class LocalStorage(Storage, ResumableWrites):
         self._sync_dir(directory)
         return True
 
+    def free_bytes(self, path: ArtifactPath) -> int | None:
+        # The root's filesystem: a subdirectory that is a mount point of its own is not told
+        # apart (statvfs of the nearest existing parent would cost a walk per upload).
+        try:
+            st = os.statvfs(self._root)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
     def make_durable(self, paths: Iterable[ArtifactPath]) -> None:
         for parent in sorted({path.parent for path in paths}):
             try:
@@ -315,21 +325,27 @@ class LocalStorage(Storage, ResumableWrites):
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Removes temporary files left by uploads that died with their server (SIGKILL, crash).
 
-        Only files untouched for `older_than` seconds go: a live upload writes continuously.
+        A file whose owner mark says its process is dead goes at once (`owners`); one without
+        an owner (a resumable upload's kept bytes, or a file from before owner marks) only once
+        untouched for `older_than` seconds. Live processes' files stay, whatever their age.
         """
-        cutoff = time.time() - older_than
+        surveyed = time.time()
+        dead, live = owners.survey(self._root)
+        cutoff = surveyed - older_than
         removed = 0
         for directory, dirs, files in os.walk(self._root):
             dirs[:] = [d for d in dirs if not d.startswith(RESERVED_PREFIX)]
             for name in files:
-                if name.startswith(_TEMP_PREFIX):
-                    full = os.path.join(directory, name)
-                    try:
-                        if os.lstat(full).st_mtime < cutoff:
-                            os.unlink(full)
-                            removed += 1
-                    except FileNotFoundError:
-                        pass
+                if not name.startswith(_TEMP_PREFIX):
+                    continue
+                owner = owners.owner_of(name, _TEMP_PREFIX)
+                full = os.path.join(directory, name)
+                try:
+                    if owner in dead or _abandoned(owner, live, os.lstat(full), surveyed, cutoff):
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
         return removed
 
 
@@ -430,10 +446,17 @@ class _LocalUpload(Upload):
         return Entry(self._path, False, st.st_size, st.st_mtime_ns, sha256)
 
     def abort(self) -> None:
-        self._writer.close()
+        # Each release is independent of the others: a failure freeing the write buffer must
+        # not keep the descriptor open or the temporary file on disk.
+        try:
+            self._writer.close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            os.close(fd)
         if self._keep:
             self._temp = None
             return
@@ -478,6 +501,17 @@ class _LocalReader(FileReader):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _abandoned(
+    owner: str | None, live: set[str], st: os.stat_result, surveyed: float, cutoff: float
+) -> bool:
+    """Whether a temporary file no live process will finish: without an owner, untouched
+    since `cutoff`; with one that was not live at the survey, older than the survey (a
+    process that took its mark after the survey has only newer files)."""
+    if owner is None:
+        return st.st_mtime < cutoff
+    return owner not in live and st.st_mtime < surveyed - 1.0
 
 
 def _plain_chunks(fd: int, position: int, end: int, chunk_size: int) -> Iterator[bytes]:
