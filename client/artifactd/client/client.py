@@ -237,14 +237,15 @@ class ArtifactClient(Connection):
         server may have crashed between publishing and answering): the stored size and sha256
         against the local file's. The artifact, or None when it did not land (the caller then
         reports the failure; an unreachable server is reported as such)."""
+        request = pb.GetArtifactRequest(path=str(destination), run_id=run)
         try:
-            stored = self.get_artifact_info(str(destination), run_id=run or None)
+            stored = self._unary(self._stub.GetArtifact, request).file  # retried while UNAVAILABLE
         except NotFound:
             return None
         if stored.is_dir or stored.file_size != size or stored.sha256 != file_digest(local):
             return None
         log.info("'%s' was published although the server's answer was lost", destination)
-        return stored
+        return _checked_info(stored, destination)
 
     def log_artifacts(
         self,

@@ -235,6 +235,22 @@ class FileEvent:
             self.sealed.discard()
 
 
+def _unfinished(current: IncomingFile | None, failed: FileEvent | None) -> FileEvent | None:
+    """The event for a file the stream ended in (its data sent, no finish): a refusal it had
+    already met says more than the missing finish."""
+    if failed is not None:
+        return failed
+    if current is None:
+        return None
+    path = str(current.spec.path)
+    return FileEvent(
+        path,
+        error=Aborted(
+            f"the stream ended before the finish message of '{path}'; nothing was stored"
+        ),
+    )
+
+
 class UploadStream:
     """Splits a stream of upload messages into files.
 
@@ -298,16 +314,9 @@ class UploadStream:
         finally:
             if current is not None:
                 current.abort()
-        if failed is not None:  # refused already: that says more than the missing finish
-            yield failed
-        elif current is not None:
-            path = str(current.spec.path)
-            yield FileEvent(
-                path,
-                error=Aborted(
-                    f"the stream ended before the finish message of '{path}'; nothing was stored"
-                ),
-            )
+        unfinished = _unfinished(current, failed)
+        if unfinished is not None:
+            yield unfinished
 
     def _open(
         self, message: UploadMessage, number: int
