@@ -306,6 +306,9 @@ class LocalStorage(Storage, ResumableWrites):
         self._sync_dir(directory)
         return True
 
+    def close(self) -> None:
+        owners.release(self._root)  # a server stopped cleanly leaves no owner mark behind
+
     def free_bytes(self, path: ArtifactPath) -> int | None:
         # The root's filesystem: a subdirectory that is a mount point of its own is not told
         # apart (statvfs of the nearest existing parent would cost a walk per upload).

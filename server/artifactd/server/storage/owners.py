@@ -44,6 +44,15 @@ class OwnerMark:
         fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(self._fd, f"pid {self.pid}\n".encode())
 
+    def release(self) -> None:
+        """Removes the mark and drops its lock: this process writes no more temporary files
+        under the root (a server stopping after its transfers ended)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+        os.close(self._fd)
+        with contextlib.suppress(OSError):  # others' marks still there: it stays
+            os.rmdir(os.path.dirname(self._path))
+
 
 _marks: dict[str, OwnerMark] = {}
 _lock = threading.Lock()
@@ -56,6 +65,16 @@ def for_root(root: str) -> OwnerMark:
         if mark is None or mark.pid != os.getpid():
             mark = _marks[root] = OwnerMark(root)
         return mark
+
+
+def release(root: str) -> None:
+    """Gives up this process's mark on `root`, if it took one."""
+    with _lock:
+        mark = _marks.get(root)
+        if mark is None or mark.pid != os.getpid():
+            return
+        del _marks[root]
+    mark.release()
 
 
 def survey(root: str) -> tuple[set[str], set[str]]:
