@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from artifactd.server.store.tracking import TrackingStore
 
 TRANSIENT_UPLOAD_PREFIX = ".artifactd-upload-"
-"""Temporary upload files; those of uploads in progress carry their owner: `<prefix><owner>-`."""
+"""Names of the server's temporary upload files start with this."""
 
 # The backend stores the store's tests run on (see tests/databases.py).
 STORE_BACKENDS = ("sqlite", "postgresql", "mariadb")
@@ -44,6 +44,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     assert code == 0, f"server exited with {code}:\n{process.log_text()}"
 
 
+def temp_upload_files(root: Path, *, in_progress_only: bool = False) -> list[str]:
+    """Temporary upload files under `root`. Those of uploads in progress carry their owner
+    (`<prefix><owner>-<token>`); `in_progress_only` leaves out resumable uploads' kept bytes."""
+    found = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            rest = name[len(TRANSIENT_UPLOAD_PREFIX) :]
+            if name.startswith(TRANSIENT_UPLOAD_PREFIX) and (not in_progress_only or "-" in rest):
+                found.append(os.path.join(directory, name))
+    return found
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _no_upload_left_behind() -> Iterator[None]:
     """After each test module: no temporary upload file of a server that was not killed stays
@@ -52,18 +64,10 @@ def _no_upload_left_behind() -> Iterator[None]:
     roots = {server.root for server in STARTED}
     killed = {server.root for server in STARTED if server.killed}
     for root in sorted(roots - killed):
-        leftovers: list[str] = []
         deadline = time.monotonic() + 10  # an upload cut off just now is still being aborted
-        while True:
-            leftovers = [
-                os.path.join(directory, name)
-                for directory, _dirs, files in os.walk(root)
-                for name in files
-                if name.startswith(TRANSIENT_UPLOAD_PREFIX)
-                and "-" in name[len(TRANSIENT_UPLOAD_PREFIX) :]
-            ]
-            if not leftovers or time.monotonic() > deadline:
-                break
+        while (leftovers := temp_upload_files(root, in_progress_only=True)) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         assert not leftovers, f"temporary upload files left behind: {leftovers[:5]}"
 

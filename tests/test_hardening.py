@@ -32,11 +32,10 @@ from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
 
-from conftest import write_random
+from conftest import temp_upload_files, write_random
 from servers import ServerProcess, start_server
 
 MiB = 1024 * 1024
-TEMP_PREFIX = ".artifactd-upload-"
 Stub = pb_grpc.ArtifactServiceStub
 
 
@@ -45,10 +44,7 @@ def open_fds(pid: int) -> int:
 
 
 def temp_files(root: Path) -> list[str]:
-    found = []
-    for directory, _dirs, files in os.walk(root):
-        found.extend(os.path.join(directory, n) for n in files if n.startswith(TEMP_PREFIX))
-    return found
+    return temp_upload_files(root)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
@@ -68,11 +64,12 @@ def finish(data: bytes = b"") -> pb.UploadFinish:
     return pb.UploadFinish(sha256=hashlib.sha256(data).hexdigest())
 
 
-def one_file(path: str, data: bytes) -> list[pb.LogArtifactRequest]:
-    return [
-        pb.LogArtifactRequest(header=header(path, len(data)), data=data),
-        pb.LogArtifactRequest(finish=finish(data)),
-    ]
+def one_file(path: str, data: bytes, request: type[Any] = pb.LogArtifactRequest) -> list[Any]:
+    """The messages of one file's upload, as LogArtifact (or `request`) messages."""
+    return [request(header=header(path, len(data)), data=data), request(finish=finish(data))]
+
+
+Batch = pb.LogArtifactsRequest
 
 
 def status_of(call: Callable[[], object]) -> grpc.StatusCode:
@@ -147,11 +144,9 @@ def _exit_paths(stub: Stub, root: Path, big: bytes) -> dict[str, Callable[[int],
 
     def batch_then_violation(i: int) -> None:
         messages = [
-            pb.LogArtifactsRequest(header=header(f"x/g{i}", 1), data=b"1"),
-            pb.LogArtifactsRequest(finish=finish(b"1")),
-            pb.LogArtifactsRequest(header=header(f"x/h{i}", 2), data=b"2"),
-            pb.LogArtifactsRequest(finish=finish(b"2")),
-            pb.LogArtifactsRequest(data=b"3"),
+            *one_file(f"x/g{i}", b"1", Batch),
+            *one_file(f"x/h{i}", b"2", Batch),
+            Batch(data=b"3"),
         ]
         code = status_of(lambda: stub.LogArtifacts(iter(messages)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -301,10 +296,7 @@ def test_a_full_disk_is_resource_exhausted_and_leaves_nothing(
             assert "no space left" in caught.value.details()
             assert wait_for(lambda: not temp_files(root))
             os.unlink(root / "filler")
-            first = [
-                pb.LogArtifactsRequest(header=header("batch/ok.bin", 2), data=b"ok"),
-                pb.LogArtifactsRequest(finish=finish(b"ok")),
-            ]
+            first = one_file("batch/ok.bin", b"ok", Batch)
             reply = stub.LogArtifacts(
                 _filling_upload(root, "batch/big.bin", 24 * MiB, pb.LogArtifactsRequest, first),
                 timeout=60,
@@ -500,22 +492,12 @@ def test_a_batch_publishes_a_file_before_one_below_it(
 ) -> None:
     for attempt in range(5):
         base = f"{prefix}/{attempt}"
-        messages = [
-            pb.LogArtifactsRequest(header=header(f"{base}/f", 1), data=b"1"),
-            pb.LogArtifactsRequest(finish=finish(b"1")),
-            pb.LogArtifactsRequest(header=header(f"{base}/f/g", 1), data=b"2"),
-            pb.LogArtifactsRequest(finish=finish(b"2")),
-        ]
+        messages = [*one_file(f"{base}/f", b"1", Batch), *one_file(f"{base}/f/g", b"2", Batch)]
         results = stub.LogArtifacts(iter(messages), timeout=30).results
         assert [r.code for r in results] == [0, grpc.StatusCode.FAILED_PRECONDITION.value[0]]
         assert (server.root / base / "f").read_bytes() == b"1"
     # the other order: f/g stored, f refused, as one by one
-    messages = [
-        pb.LogArtifactsRequest(header=header(f"{prefix}/o/f/g", 1), data=b"2"),
-        pb.LogArtifactsRequest(finish=finish(b"2")),
-        pb.LogArtifactsRequest(header=header(f"{prefix}/o/f", 1), data=b"1"),
-        pb.LogArtifactsRequest(finish=finish(b"1")),
-    ]
+    messages = [*one_file(f"{prefix}/o/f/g", b"2", Batch), *one_file(f"{prefix}/o/f", b"1", Batch)]
     results = stub.LogArtifacts(iter(messages), timeout=30).results
     assert [r.code for r in results] == [0, grpc.StatusCode.FAILED_PRECONDITION.value[0]]
 
@@ -525,10 +507,7 @@ def test_a_batch_publishes_a_file_before_one_below_it(
 
 def test_a_huge_invalid_path_is_quoted_short(stub: Stub) -> None:
     huge = "a" * (10 * 1000 * 1000)
-    messages = [
-        pb.LogArtifactsRequest(header=header(huge, 1), data=b"1"),
-        pb.LogArtifactsRequest(finish=finish(b"1")),
-    ]
+    messages = one_file(huge, b"1", Batch)
     reply = stub.LogArtifacts(iter(messages), timeout=60)  # a 4 MiB client limit suffices
     assert reply.ByteSize() < 1000
     assert (

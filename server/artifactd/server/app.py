@@ -26,7 +26,6 @@ from artifactd.server import limits, tls
 from artifactd.server.auth.authenticator import Authenticator, AuthSettings
 from artifactd.server.auth.interceptor import AuthInterceptor, Decider
 from artifactd.server.auth.resources import Resources
-from artifactd.server.chunk_decoding import ChunkDecodingInterceptor
 from artifactd.server.multipart import DirectUploads, Settings
 from artifactd.server.observability import (
     Metrics,
@@ -115,10 +114,10 @@ class ArtifactServer:
             ThreadPoolExecutor(config.max_workers, thread_name_prefix="rpc"),
             interceptors=[
                 ObservingInterceptor(self.metrics),  # first: sees every call, refused ones too
-                # second: no handler, authentication included, sees an undecodable request
+                # second: sets the deserializer gRPC uses (upload chunks without copies), and
+                # no handler, authentication included, sees an undecodable request
                 RequestDecodingInterceptor(self.metrics.undecodable_requests),
                 AuthInterceptor(self.authenticator, decider),
-                ChunkDecodingInterceptor(),  # last: the deserializer it sets is the one used
             ],
             options=limits.grpc_options(config.connections),
             maximum_concurrent_rpcs=config.connections.max_concurrent_rpcs,

@@ -112,7 +112,7 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         before_open: Callable[[UploadSpec], None] | None = None,
     ) -> UploadStream:
         """Reads LogArtifact(s) requests, which arrive as `artifactd.wire.Chunk`s (their data a
-        view of the received buffer: `chunk_decoding`), typed here as the messages they wrap."""
+        view of the received buffer: `request_decoding`), typed here as the messages they wrap."""
         reader = _header_reader(self._scopes.writer(), self._resumable, caller(context))
         return UploadStream(reader, _declared_in, max_files, before_open)
 
