@@ -2,9 +2,13 @@
 # artifactd: multi-stage build, slim runtime, non-root user, hash-pinned dependencies.
 #   docker build -t artifactd .
 #   docker run -p 50051:50051 -p 9464:9464 -v artifactd-data:/data artifactd
-# Dependencies come only from deploy/requirements.lock (regenerate with deploy/lock.sh after a
-# change to pyproject.toml); every file is checked against its sha256 (--require-hashes) and
-# only wheels are accepted, so nothing is compiled and the build needs no compiler.
+# The image holds both distributions: artifactd (client/: CLI, protocol layer) and
+# artifactd-server (server/) with the extras s3, gcs, azure, azure-identity, sftp, postgres and
+# mysql: every destination but HDFS (which needs a JVM and libhdfs the image lacks) and every
+# backend store. Dependencies come only from deploy/requirements.lock (regenerate with
+# deploy/lock.sh, which resolves exactly those extras, after a change to client/ or
+# server/pyproject.toml); every file is checked against its sha256 (--require-hashes) and only
+# wheels are accepted, so nothing is compiled and the build needs no compiler.
 # Lint: scripts/lint_deploy.sh (hadolint); tests/test_deploy.py runs the ENTRYPOINT/CMD below
 # with these ENV values and the HEALTHCHECK command against it.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -21,13 +25,15 @@ RUN python -m pip install --no-cache-dir --require-hashes --only-binary=:all: \
  && python -m venv --without-pip /opt/artifactd \
  && python -m pip --python /opt/artifactd/bin/python install --no-cache-dir \
       --require-hashes --only-binary=:all: --no-deps -r /locks/requirements.lock
-COPY pyproject.toml README.md ./
-COPY client ./client
-COPY server ./server
-# The project itself: built here, installed without dependencies (all of them are in the lock).
-RUN python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+COPY client/pyproject.toml client/README.md ./client/
+COPY client/artifactd ./client/artifactd
+COPY server/pyproject.toml server/README.md ./server/
+COPY server/artifactd_server ./server/artifactd_server
+# The two distributions: built here, installed without dependencies (all of them are in the lock).
+RUN python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels \
+      ./client ./server \
  && python -m pip --python /opt/artifactd/bin/python install --no-cache-dir --no-deps \
-      --no-index /wheels/artifactd-*.whl \
+      --no-index /wheels/artifactd-*.whl /wheels/artifactd_server-*.whl \
  && python -m pip --python /opt/artifactd/bin/python check
 
 FROM ${PYTHON_IMAGE} AS runtime

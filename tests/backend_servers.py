@@ -42,6 +42,12 @@ S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 S3_REGION = "us-east-1"
 
 
+SERVERS_PYTHON = os.environ.get("ARTIFACTD_TEST_SERVERS_PYTHON", sys.executable)
+"""The interpreter that runs moto, pyftpdlib and gcp-storage-emulator: this one, or another
+virtualenv's (scripts/test_lowest.sh runs the suite at the lowest dependency versions, where
+those servers' own requirements would move the versions under test)."""
+
+
 @dataclass
 class Backend:
     """A running artifactd on one backend, and direct access to what it stored."""
@@ -144,7 +150,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port = _free_port()
         with open(log, "ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+                [SERVERS_PYTHON, "-m", "moto.server", "-H", HOST, "-p", str(port)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
@@ -230,7 +236,8 @@ FTP_USER, FTP_PASSWORD = "artifacts", "conformance-secret"
 def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """(port, home) of pyftpdlib's server on 127.0.0.1: one user, writable, home on disk."""
     try:
-        import pyftpdlib  # noqa: F401
+        if sys.executable == SERVERS_PYTHON:
+            import pyftpdlib  # noqa: F401
     except ImportError as exc:
         pytest.fail(f"the FTP backend tests need pyftpdlib (pip install -e .[dev]): {exc}")
     workdir = tmp_path_factory.mktemp("ftp")
@@ -238,7 +245,7 @@ def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     home.mkdir()
     port = _free_port()
     process = _start_tcp_server(
-        [sys.executable, "-m", "pyftpdlib", "-i", HOST, "-p", str(port), "-w", "-d", str(home),
+        [SERVERS_PYTHON, "-m", "pyftpdlib", "-i", HOST, "-p", str(port), "-w", "-d", str(home),
          "-u", FTP_USER, "-P", FTP_PASSWORD],
         port, workdir / "ftpd.log", "pyftpdlib's FTP server",
     )  # fmt: skip
@@ -308,7 +315,7 @@ def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("gcs")
     port = _free_port()
     process = _start_tcp_server(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", HOST, "--port",
+        [SERVERS_PYTHON, "-m", "gcp_storage_emulator", "start", "--host", HOST, "--port",
          str(port), "--in-memory"],
         port, workdir / "gcs.log", "gcp-storage-emulator (pip install gcp-storage-emulator)",
     )  # fmt: skip

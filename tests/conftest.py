@@ -25,7 +25,7 @@ pytest_plugins = ("run_fixtures", "backend_servers")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 if TYPE_CHECKING:
-    from artifactd.server.store.tracking import TrackingStore
+    from artifactd_server.store.tracking import TrackingStore
 
 TRANSIENT_UPLOAD_PREFIX = ".artifactd-upload-"
 """Names of the server's temporary upload files start with this."""
@@ -149,8 +149,8 @@ def database_uri(
 @pytest.fixture
 def tracking_store(database_uri: str) -> Iterator[TrackingStore]:
     """A store on the session's database for `database_uri`'s backend; its engine is closed after."""
-    from artifactd.server.store.database import open_database
-    from artifactd.server.store.tracking import TrackingStore
+    from artifactd_server.store.database import open_database
+    from artifactd_server.store.tracking import TrackingStore
 
     database = open_database(database_uri)
     try:

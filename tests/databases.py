@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from artifactd.server.store.database import normalize_uri
+from artifactd_server.store.database import normalize_uri
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 # Maintenance connections: the `postgres` database, and MariaDB without a database.

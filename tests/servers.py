@@ -69,8 +69,8 @@ def start_server(
     """Starts `artifactd serve` on `root` and waits until its health service says SERVING.
 
     `destination` replaces `root` as `--artifacts-destination` (a URI such as `s3://bucket/p`;
-    `root` is then only recorded), and `env` adds to the server's environment (a `PYTHONPATH`
-    there comes after the source folders). `client` is how the health check connects (TLS, a
+    `root` is then only recorded), and `env` adds to the server's environment. The server is
+    the installed `artifactd-server` (editable in the dev venv, wheels in the MLflow venv). `client` is how the health check connects (TLS, a
     client certificate, a token); plaintext without one.
     """
     workdir.mkdir(parents=True, exist_ok=True)
@@ -81,9 +81,7 @@ def start_server(
         "--host", HOST, "--port", "0", "--port-file", str(port_file),
         "--artifacts-destination", destination or str(root), *args,
     ]  # fmt: skip
-    extra = (env or {}).get("PYTHONPATH")
-    path = os.pathsep.join([*_source_roots(), *([extra] if extra else [])])
-    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
+    env = {**os.environ, **(env or {})}
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -126,15 +124,10 @@ def run_cli(
     cwd: Path | str | None = None,
     timeout: float = 60.0,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m artifactd.cli.main ARGS` from the source tree (`env` adds to this process's
-    environment), its output captured."""
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(_source_roots()), **(env or {})}
+    """`python -m artifactd.cli.main ARGS` of the installed distributions (`env` adds to this
+    process's environment), its output captured."""
+    full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "artifactd.cli.main", *args],
         env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
-
-
-def _source_roots() -> list[str]:
-    top = Path(__file__).resolve().parent.parent
-    return [str(top / "server"), str(top / "client")]

@@ -27,13 +27,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from artifactd.client import ArtifactClient
 from artifactd.client.settings import ClientSettings
-from artifactd.errors import PermissionDenied, Unauthenticated
-from artifactd.server.auth.policy import RULES
-from artifactd.server.auth.tokens import new_token, token_digest
+from artifactd.protocol.errors import PermissionDenied, Unauthenticated
+from artifactd.protocol.grants import new_token, token_digest
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
+from artifactd_server.domain.policy import RULES
 
 from servers import ServerProcess, run_cli, start_server
 

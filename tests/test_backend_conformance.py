@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from artifactd.client import ArtifactClient
-from artifactd.errors import AlreadyExists, FailedPrecondition, NotFound
+from artifactd.protocol.errors import AlreadyExists, FailedPrecondition, NotFound
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from artifactd.errors import FailedPrecondition, InvalidArgument
-from artifactd.server.storage import open_storage
-from artifactd.server.storage.hdfs import HDFSStorage
+from artifactd.protocol.errors import FailedPrecondition, InvalidArgument
+from artifactd_server.storage import open_storage
+from artifactd_server.storage.hdfs import HDFSStorage
 
 from backend_servers import plugin_path
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from artifactd import errors
 from artifactd.client import ArtifactClient, ClientSettings, localfiles
+from artifactd.protocol import errors
 
 from conftest import sha256_of, visible_files, write_random
 from servers import ServerProcess, start_server
@@ -54,28 +54,39 @@ def test_uploads_are_not_retried(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 5, "an upload fails at once instead of backing off"
 
 
-def test_download_resumes_after_the_server_restarts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    port = reserved_port()
-    store = tmp_path / "store"
-    server = start_server(store, tmp_path / "run", "--port", str(port))
-    digest = write_random(tmp_path / "big.bin", 96 * 1024 * 1024)
+def kill_and_restart_mid_download(
+    monkeypatch: pytest.MonkeyPatch, server: ServerProcess, workdir: Path, after: int
+) -> list[ServerProcess]:
+    """Makes the next download SIGKILL `server` once `after` bytes of a file have arrived, and
+    start it again on the same port and root (the list gets the new process): a stream broken
+    by a real server crash, at a chosen byte."""
     restarted: list[ServerProcess] = []
     original_write = localfiles.VerifiedFile.write
 
     def write_then_crash_once(self: localfiles.VerifiedFile, data: bytes) -> None:
         original_write(self, data)
-        if not restarted and self.received >= 8 * 1024 * 1024:
+        if not restarted and self.received >= after:
             server.stop(signal.SIGKILL)  # the real server dies mid-download ...
-            restarted.append(
-                start_server(store, tmp_path / "run2", "--port", str(port))
-            )  # ... and returns
+            restarted.append(  # ... and returns
+                start_server(server.root, workdir, "--port", str(server.port))
+            )
 
+    monkeypatch.setattr(localfiles.VerifiedFile, "write", write_then_crash_once)
+    return restarted
+
+
+def test_download_resumes_after_the_server_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(tmp_path / "store", tmp_path / "run", "--port", str(reserved_port()))
+    digest = write_random(tmp_path / "big.bin", 96 * 1024 * 1024)
+    restarted: list[ServerProcess] = []
     try:
         with ArtifactClient(server.target, settings=ClientSettings(max_retries=8)) as client:
             client.log_artifact(tmp_path / "big.bin", "m")
-            monkeypatch.setattr(localfiles.VerifiedFile, "write", write_then_crash_once)
+            restarted = kill_and_restart_mid_download(
+                monkeypatch, server, tmp_path / "run2", 8 * 1024 * 1024
+            )
             out = client.download_artifacts("m/big.bin", tmp_path / "dst")
         assert restarted, "the server was restarted during the download"
         assert sha256_of(Path(out)) == digest

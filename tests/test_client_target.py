@@ -23,8 +23,8 @@ from artifactd.client.target import (
     ReservedStorageVariableWarning,
     resolve,
 )
-from artifactd.errors import ArtifactError, InvalidArgument
-from artifactd.paths import ROOT, InvalidPath, parse
+from artifactd.protocol.errors import ArtifactError, InvalidArgument
+from artifactd.protocol.paths import ROOT, InvalidPath, parse
 
 from conftest import sha256_of, visible_files, write_random
 from servers import ServerProcess

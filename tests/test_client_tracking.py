@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from artifactd import errors
 from artifactd.client import (
     ArtifactClient,
     ClientSettings,
@@ -25,10 +24,11 @@ from artifactd.client import (
 )
 from artifactd.client.target import Location, in_run, resolve
 from artifactd.client.tracking import garbage_item
-from artifactd.durations import parse_duration
-from artifactd.errors import InvalidArgument
-from artifactd.ids import check_run_id
-from artifactd.paths import ROOT, parse
+from artifactd.protocol import errors
+from artifactd.protocol.durations import parse_duration
+from artifactd.protocol.errors import InvalidArgument
+from artifactd.protocol.ids import check_run_id
+from artifactd.protocol.paths import ROOT, parse
 from artifactd.v1 import run_service_pb2 as rpb
 
 from conftest import sha256_of, write_random

@@ -32,9 +32,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from artifactd.server.cli import serve_command
+from artifactd_server.cli import serve_command
 
-from servers import HOST, _source_roots
+from servers import HOST
 
 TOP = Path(__file__).resolve().parent.parent
 DOCKERFILE = TOP / "Dockerfile"
@@ -239,12 +239,29 @@ def test_every_image_setting_is_a_serve_option() -> None:
 
 
 def test_locks_cover_pyproject() -> None:
-    """deploy/requirements.lock pins, with hashes, a version inside every range of pyproject.toml
-    (if not: run deploy/lock.sh); the build lock does the same for [build-system] requires."""
-    pyproject = tomllib.loads((TOP / "pyproject.toml").read_text())
+    """deploy/requirements.lock pins, with hashes, a version inside every range of the two
+    distributions the image installs (client/, and server/ with the extras deploy/lock.sh names,
+    which the Dockerfile documents); if not: run deploy/lock.sh. The build lock does the same for
+    their [build-system] requires."""
+    client = tomllib.loads((TOP / "client" / "pyproject.toml").read_text())
+    server = tomllib.loads((TOP / "server" / "pyproject.toml").read_text())
+    match = re.search(
+        r"IMAGE_EXTRAS=\$\{IMAGE_EXTRAS:-([a-z0-9,-]+)\}", (TOP / "deploy" / "lock.sh").read_text()
+    )
+    assert match, "deploy/lock.sh names no IMAGE_EXTRAS"
+    extras = match[1].split(",")
+    assert all(extra in DOCKERFILE.read_text() for extra in extras), "the Dockerfile names them"
+    runtime = [
+        *client["project"]["dependencies"],
+        *(r for r in server["project"]["dependencies"] if Requirement(r).name != "artifactd"),
+        *(r for extra in extras for r in server["project"]["optional-dependencies"][extra]),
+    ]
     checks = [
-        ("requirements.lock", pyproject["project"]["dependencies"]),
-        ("build-requirements.lock", pyproject["build-system"]["requires"]),
+        ("requirements.lock", runtime),
+        (
+            "build-requirements.lock",
+            client["build-system"]["requires"] + server["build-system"]["requires"],
+        ),
     ]
     for lock_name, requirements in checks:
         text = (TOP / "deploy" / lock_name).read_text()
@@ -290,7 +307,6 @@ def image_environment(tmp_path: Path) -> tuple[dict[str, str], Path]:
             env[key] = "0"
     env["ARTIFACTD_METRICS_HOST"] = HOST  # in case the metrics listener takes its own host
     env["ARTIFACTD_PORT_FILE"] = str(tmp_path / "port")
-    env["PYTHONPATH"] = os.pathsep.join(_source_roots())  # this working tree's code
     return env, data
 
 

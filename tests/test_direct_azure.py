@@ -19,10 +19,10 @@ import pytest
 import requests
 from azure.storage.blob import ContainerClient
 
-from artifactd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from artifactd.paths import ROOT, ArtifactPath, parse
-from artifactd.server.storage.azure import BLOCK_SIZE, AzureBlobStorage
-from artifactd.server.storage.base import DirectTransfers, PresignedRequest, StoredPart
+from artifactd.protocol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from artifactd.protocol.paths import ROOT, ArtifactPath, parse
+from artifactd_server.storage.azure import BLOCK_SIZE, AzureBlobStorage
+from artifactd_server.storage.base import DirectTransfers, PresignedRequest, StoredPart
 
 from backend_servers import AZURE_ACCOUNT, AZURE_KEY, AZURE_PREFIX, BUCKET, azure_server_env
 

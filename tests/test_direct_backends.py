@@ -15,7 +15,7 @@ import pytest
 
 from artifactd.client import ArtifactClient
 from artifactd.client.direct import DirectSettings
-from artifactd.server.storage.gcs import SIGNING_KEY_VARIABLE
+from artifactd_server.storage.gcs import SIGNING_KEY_VARIABLE
 
 from backend_servers import (
     AZURE_ACCOUNT,

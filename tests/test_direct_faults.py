@@ -24,8 +24,8 @@ import pytest
 
 from artifactd.client import ArtifactClient
 from artifactd.client.direct import DirectSettings
-from artifactd.errors import FailedPrecondition, NotFound
-from artifactd.server.storage.gcs import SIGNING_KEY_VARIABLE
+from artifactd.protocol.errors import FailedPrecondition, NotFound
+from artifactd_server.storage.gcs import SIGNING_KEY_VARIABLE
 
 from backend_servers import (
     AZURE_ACCOUNT,

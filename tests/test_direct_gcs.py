@@ -27,11 +27,11 @@ import requests
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage as gcs
 
-from artifactd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from artifactd.paths import ArtifactPath, parse
-from artifactd.server.storage import gcs as gcs_adapter
-from artifactd.server.storage.base import DirectTransfers, PresignedRequest
-from artifactd.server.storage.gcs import SIGNING_KEY_VARIABLE, GCSStorage
+from artifactd.protocol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from artifactd.protocol.paths import ArtifactPath, parse
+from artifactd_server.storage import gcs as gcs_adapter
+from artifactd_server.storage.base import DirectTransfers, PresignedRequest
+from artifactd_server.storage.gcs import SIGNING_KEY_VARIABLE, GCSStorage
 
 from backend_servers import BUCKET, gcs_server_env
 

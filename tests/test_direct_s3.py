@@ -26,7 +26,7 @@ import pytest
 
 from artifactd.client import ArtifactClient
 from artifactd.client.direct import DirectSettings
-from artifactd.errors import FailedPrecondition, NotFound
+from artifactd.protocol.errors import FailedPrecondition, NotFound
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

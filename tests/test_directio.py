@@ -1,4 +1,4 @@
-"""Large files around the page cache (artifactd.directio): the bytes, the cache, the fallbacks.
+"""Large files around the page cache (artifactd.protocol.directio): the bytes, the cache, the fallbacks.
 
 The file-level tests write real files in `tmp_path` (a filesystem with O_DIRECT, as on every
 machine this suite runs on); the page cache is asked through the kernel's `cachestat`. The
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from artifactd import directio
 from artifactd.client import ArtifactClient
 from artifactd.client.settings import ClientSettings
-from artifactd.errors import InvalidArgument
+from artifactd.protocol import directio
+from artifactd.protocol.errors import InvalidArgument
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

@@ -19,10 +19,10 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from artifactd import errors
 from artifactd.client import ArtifactClient, ClientSettings
 from artifactd.client.rpc import call
-from artifactd.server.auth.tokens import new_token, token_digest
+from artifactd.protocol import errors
+from artifactd.protocol.grants import new_token, token_digest
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

@@ -187,7 +187,7 @@ def _direct_gc_script(uri: str, roots: list[str], run_ids: list[str]) -> str:
     return (
         "import json, sys\n"
         "from google.protobuf.json_format import MessageToDict\n"
-        "from artifactd.server.gc import run_garbage_collection\n"
+        "from artifactd_server.domain.gc import run_garbage_collection\n"
         f"for reply in run_garbage_collection({uri!r}, {roots!r}, older_than=None,"
         f" run_ids={run_ids!r}, experiment_ids=[], dry_run=False):\n"
         "    print(json.dumps(MessageToDict(reply)), flush=True)\n"
@@ -195,17 +195,17 @@ def _direct_gc_script(uri: str, roots: list[str], run_ids: list[str]) -> str:
 
 
 def _fresh_store(uri: str, root: Path) -> tuple[object, object]:
-    from artifactd.server.roots import ArtifactRoots
-    from artifactd.server.storage.local import LocalStorage
-    from artifactd.server.store.database import open_database
-    from artifactd.server.store.tracking import TrackingStore
+    from artifactd_server.domain.roots import ArtifactRoots
+    from artifactd_server.storage.local import LocalStorage
+    from artifactd_server.store.database import open_database
+    from artifactd_server.store.tracking import TrackingStore
 
     return TrackingStore(open_database(uri)), ArtifactRoots([LocalStorage(root)])
 
 
 def test_two_collectors_at_once_collect_each_run_once(database_uri: str, tmp_path: Path) -> None:
     """Two `gc` processes on the same store: every run collected exactly once, all gone."""
-    from artifactd.server.store.tracking import TrackingStore
+    from artifactd_server.store.tracking import TrackingStore
 
     root = tmp_path / "root"
     store, roots = _fresh_store(database_uri, root)
@@ -251,8 +251,8 @@ def test_two_collectors_at_once_collect_each_run_once(database_uri: str, tmp_pat
 
 def test_a_run_outside_the_roots_fails_alone(database_uri: str, tmp_path: Path) -> None:
     """A location outside the configured roots is never touched; the other runs still go."""
-    from artifactd.server.gc import run_garbage_collection
-    from artifactd.server.store.tracking import TrackingStore
+    from artifactd_server.domain.gc import run_garbage_collection
+    from artifactd_server.store.tracking import TrackingStore
 
     old_root, new_root = tmp_path / "old", tmp_path / "new"
     store, roots = _fresh_store(database_uri, old_root)

@@ -27,7 +27,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from artifactd.client import ArtifactClient
-from artifactd.errors import ResourceExhausted
+from artifactd.protocol.errors import ResourceExhausted
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb

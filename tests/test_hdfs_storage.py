@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
-from artifactd.errors import (
+from artifactd.protocol.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -26,9 +26,9 @@ from artifactd.errors import (
     PermissionDenied,
     Unavailable,
 )
-from artifactd.paths import parse
-from artifactd.server.storage import open_storage
-from artifactd.server.storage.hdfs import ArrowStorage, HDFSStorage, _ArrowFS, hadoop_settings
+from artifactd.protocol.paths import parse
+from artifactd_server.storage import open_storage
+from artifactd_server.storage.hdfs import ArrowStorage, HDFSStorage, _ArrowFS, hadoop_settings
 
 TIMEOUTS = {"dfs.client.socket-timeout": "60000", "ipc.client.connect.timeout": "60000"}
 

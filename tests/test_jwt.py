@@ -20,9 +20,9 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from artifactd.client import ArtifactClient
 from artifactd.client.settings import ClientSettings
-from artifactd.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from artifactd.server.auth.jwt_verifier import JwtSettings, JwtVerifier
-from artifactd.server.identity import Grant, Role
+from artifactd.protocol.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from artifactd.protocol.grants import Grant, Role
+from artifactd_server.auth.jwt_verifier import JwtSettings, JwtVerifier
 
 from servers import ServerProcess, start_server
 

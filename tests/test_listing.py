@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from artifactd import errors
 from artifactd.client import ArtifactClient
+from artifactd.protocol import errors
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

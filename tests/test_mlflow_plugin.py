@@ -8,6 +8,8 @@ fail, they do not skip.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from importlib.metadata import entry_points
@@ -30,6 +32,7 @@ from mlflow.tracking._tracking_service import utils as tracking_utils
 from artifactd.client import ReservedStorageVariableWarning, TrackingClient
 from artifactd.client import target as client_target
 from artifactd.mlflow import ArtifactdArtifactRepository
+from artifactd.mlflow.entry_point import artifactd_repository
 
 from conftest import sha256_of, write_random
 from servers import ServerProcess, start_server
@@ -113,12 +116,33 @@ def tree_digests(root: Path) -> dict[str, str]:
 
 def test_the_entry_point_registers_the_artifactd_scheme() -> None:
     names = {ep.name: ep.value for ep in entry_points(group="mlflow.artifact_repository")}
-    assert names["artifactd"] == "artifactd.mlflow.repository:ArtifactdArtifactRepository"
-    assert get_registered_artifact_repositories()["artifactd"] is ArtifactdArtifactRepository
+    assert names["artifactd"] == "artifactd.mlflow.entry_point:artifactd_repository"
+    assert get_registered_artifact_repositories()["artifactd"] is artifactd_repository
     repo = get_artifact_repository("artifactd://127.0.0.1:50999/some/root/")
     assert isinstance(repo, ArtifactdArtifactRepository)
     assert (repo.target, str(repo.root)) == ("127.0.0.1:50999", "some/root")
     repo.close()  # never opened: connecting is lazy
+
+
+@pytest.mark.parametrize(
+    "first", ["import artifactd.mlflow", "import artifactd.mlflow.repository", "import mlflow"]
+)
+def test_the_scheme_is_registered_whichever_is_imported_first(first: str) -> None:
+    # importing the plugin before MLflow once left the scheme unregistered (a circular import
+    # through MLflow's entry-point loading, reported only as a warning)
+    program = (
+        f"{first}\n"
+        "import mlflow\n"
+        "from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository\n"
+        "from artifactd.mlflow import ArtifactdArtifactRepository\n"
+        "repo = get_artifact_repository('artifactd://127.0.0.1:50999/r')\n"
+        "assert isinstance(repo, ArtifactdArtifactRepository), repo\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", program],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 def test_file_directory_and_model_round_trip_through_mlflow(

@@ -26,7 +26,7 @@ import grpc
 import pytest
 
 from artifactd.client import ArtifactClient, ClientSettings
-from artifactd.errors import ArtifactError
+from artifactd.protocol.errors import ArtifactError
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

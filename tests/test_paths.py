@@ -1,4 +1,4 @@
-"""The artifact path grammar (`artifactd.paths`): what it accepts, what it refuses and why.
+"""The artifact path grammar (`artifactd.protocol.paths`): what it accepts, what it refuses and why.
 
 Every server RPC and every path the client receives goes through `parse`, so these tables are the
 specification of what an artifact path is. Each refused class names the rule (the text of the
@@ -12,8 +12,8 @@ import dataclasses
 import grpc
 import pytest
 
-from artifactd.errors import ArtifactError, InvalidArgument
-from artifactd.paths import (
+from artifactd.protocol.errors import ArtifactError, InvalidArgument
+from artifactd.protocol.paths import (
     MAX_DEPTH,
     MAX_PATH_BYTES,
     MAX_SEGMENT_BYTES,

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from artifactd.errors import (
+from artifactd.protocol.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
 )
-from artifactd.paths import ROOT, parse
-from artifactd.server.storage import open_storage
-from artifactd.server.storage.s3 import PART_SIZE, S3Storage, s3_error, validate_endpoint_url
+from artifactd.protocol.paths import ROOT, parse
+from artifactd_server.storage import open_storage
+from artifactd_server.storage.s3 import PART_SIZE, S3Storage, s3_error, validate_endpoint_url
 
 from backend_servers import BUCKET, S3_REGION, s3_server_env
 from servers import start_server

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from artifactd.errors import InvalidArgument, Unavailable
-from artifactd.paths import parse
-from artifactd.server.storage import open_storage
-from artifactd.server.storage.common import transfer_timeout
+from artifactd.protocol.errors import InvalidArgument, Unavailable
+from artifactd.protocol.paths import parse
+from artifactd_server.storage import open_storage
+from artifactd_server.storage.common import transfer_timeout
 
 from backend_servers import AZURE_ACCOUNT, AZURE_KEY
 

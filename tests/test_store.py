@@ -19,16 +19,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import column, inspect, table, text, update
 
-from artifactd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from artifactd.server.store.database import (
+from artifactd.protocol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from artifactd_server.store.database import (
     VERSION_TABLE,
     Database,
     open_database,
     schema_status,
     upgrade,
 )
-from artifactd.server.store.schema import ACTIVE, DELETED, Base
-from artifactd.server.store.tracking import Experiment, Run, TrackingStore
+from artifactd_server.store.schema import ACTIVE, DELETED, Base
+from artifactd_server.store.tracking import Experiment, Run, TrackingStore
 
 from databases import backend_of, fresh_database
 

@@ -19,8 +19,8 @@ from cryptography.x509.oid import NameOID
 
 from artifactd.client import ArtifactClient
 from artifactd.client.settings import ClientSettings
-from artifactd.errors import InvalidArgument, PermissionDenied, Unavailable
-from artifactd.server.tls import TlsFiles, exposure_warning, server_credentials
+from artifactd.protocol.errors import InvalidArgument, PermissionDenied, Unavailable
+from artifactd_server.tls import TlsFiles, exposure_warning, server_credentials
 
 from servers import ServerProcess, run_cli, start_server
 

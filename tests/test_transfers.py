@@ -11,9 +11,9 @@ import crc32c
 import grpc
 import pytest
 
-from artifactd import errors
 from artifactd.client import ArtifactClient
 from artifactd.client.checksums import checksum_for
+from artifactd.protocol import errors
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

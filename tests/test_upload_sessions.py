@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from artifactd.errors import NotFound
-from artifactd.server.store.schema import MULTIPART, RESUMABLE
-from artifactd.server.store.tracking import TrackingStore
-from artifactd.server.store.upload_sessions import UploadSession, UploadSessions
+from artifactd.protocol.errors import NotFound
+from artifactd_server.store.schema import MULTIPART, RESUMABLE
+from artifactd_server.store.tracking import TrackingStore
+from artifactd_server.store.upload_sessions import UploadSession, UploadSessions
 
 
 def open_one(sessions: UploadSessions, owner: str, *, ttl_ms: int = 60_000, run_id: str = "",

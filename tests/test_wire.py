@@ -1,4 +1,4 @@
-"""artifactd.wire: the zero-copy decoder must read every buffer exactly as protobuf does."""
+"""artifactd.protocol.wire: the zero-copy decoder must read every buffer exactly as protobuf does."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 import pytest
 from google.protobuf.message import DecodeError
 
+from artifactd.protocol.wire import ChunkDecoder, ChunkEncoder, OutgoingChunk
 from artifactd.v1 import artifact_service_pb2 as pb
-from artifactd.wire import ChunkDecoder, ChunkEncoder, OutgoingChunk
 
 DECODE = ChunkDecoder(pb.LogArtifactRequest)
 

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
 
-from artifactd.server.storage.hdfs import ArrowStorage
+from artifactd_server.storage.hdfs import ArrowStorage
 
 SCHEME = "hdfs-standin"
 

@@ -15,9 +15,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from artifactd.client.settings import SERVER_VARIABLE
 from artifactd.client.target import DEFAULT_TARGET
-from artifactd.errors import ArtifactError
+from artifactd.protocol.defaults import SERVER_VARIABLE
+from artifactd.protocol.errors import ArtifactError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

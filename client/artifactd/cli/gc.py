@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
 
-from artifactd import defaults
 from artifactd.cli.common import fail, friendly_errors, json_option
-from artifactd.client.settings import SERVER_VARIABLE
 from artifactd.client.tracking import GarbageEvent, GarbageSummary, TrackingClient, garbage_item
-from artifactd.durations import FORMAT_HELP, parse_duration
-from artifactd.errors import ArtifactError
-from artifactd.ids import check_run_id
+from artifactd.protocol import defaults
+from artifactd.protocol.defaults import SERVER_VARIABLE
+from artifactd.protocol.durations import FORMAT_HELP, parse_duration
+from artifactd.protocol.errors import ArtifactError
+from artifactd.protocol.ids import check_run_id
 
 if TYPE_CHECKING:
     from artifactd.v1 import run_service_pb2 as rpb
@@ -192,13 +193,15 @@ def _direct(
     experiment_ids: list[str],
     dry_run: bool,
 ) -> Iterator[GarbageEvent | GarbageSummary]:
-    try:
-        from artifactd.server.gc import run_garbage_collection
-    except ImportError as exc:
+    # The server distribution registers its collector; the client never imports server code.
+    collectors = list(entry_points(group="artifactd.collectors", name="direct"))
+    if not collectors:
         fail(
-            f"gc without --server needs the artifactd server and its database drivers "
-            f"installed ({exc}); or pass --server HOST:PORT"
+            "gc without --server works on the database and storage directly, which needs the "
+            "server: pip install artifactd-server (with the extras of your destination and "
+            "database); or pass --server HOST:PORT"
         )
+    run_garbage_collection = collectors[0].load()
     messages: Iterable[rpb.CollectGarbageResponse] = run_garbage_collection(
         backend_store_uri,
         roots,

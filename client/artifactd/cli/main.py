@@ -1,17 +1,23 @@
-"""`artifactd`: the root command. Commands other than `artifacts` and `health` are imported when
-they are run (`serve` pulls in the server), so client commands start fast."""
+"""`artifactd`: the root command.
+
+Every subcommand is imported only when it runs, and `--help` lists them from the table below
+without importing any, so a command pays only for its own imports (`artifactd --help` imports
+neither grpc nor the server). `serve` and `db` belong to the server distribution,
+`artifactd-server`, which registers them in the `artifactd.commands` entry-point group; with
+only this client installed they exit 1 naming the distribution to install.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 from typing import Any
 
 import click
 
-from artifactd.cli.artifacts import artifacts, health_command
-from artifactd.client.settings import (
+from artifactd.protocol.defaults import (
     CLIENT_CERT_VARIABLE,
     CLIENT_KEY_VARIABLE,
     TLS_CA_VARIABLE,
@@ -20,26 +26,72 @@ from artifactd.client.settings import (
     TOKEN_VARIABLE,
 )
 
-_LAZY_COMMANDS = {
-    "serve": ("artifactd.server.cli", "serve_command"),
-    "token": ("artifactd.server.auth.cli", "token_group"),
-    "experiments": ("artifactd.cli.tracking", "experiments"),
-    "runs": ("artifactd.cli.tracking", "runs"),
-    "gc": ("artifactd.cli.gc", "gc_command"),
-    "db": ("artifactd.cli.db", "db"),
+SERVER_COMMANDS_GROUP = "artifactd.commands"
+SERVER_DISTRIBUTION = "artifactd-server"
+
+# name -> (module, attribute, one-line help shown by `artifactd --help`)
+_CLIENT_COMMANDS = {
+    "artifacts": (
+        "artifactd.cli.artifacts",
+        "artifacts",
+        "Log, list, download and delete artifacts.",
+    ),
+    "experiments": (
+        "artifactd.cli.tracking",
+        "experiments",
+        "Create, list and delete experiments.",
+    ),
+    "runs": ("artifactd.cli.tracking", "runs", "Create, list, end and delete runs."),
+    "gc": ("artifactd.cli.gc", "gc_command", "Permanently remove deleted runs and experiments."),
+    "health": ("artifactd.cli.artifacts", "health_command", "Check that a server is serving."),
+    "token": ("artifactd.cli.token", "token_group", "Bearer tokens for --auth-tokens-file."),
 }
+_SERVER_COMMANDS = {
+    "serve": "Run the artifactd server (needs artifactd-server).",
+    "db": "Manage the backend store database (needs artifactd-server).",
+}
+
+
+def _server_command(name: str) -> click.Command:
+    """The server distribution's command `name`, or one that says how to get it."""
+    from importlib.metadata import entry_points  # 25 ms: only when a server command is asked for
+
+    for ep in entry_points(group=SERVER_COMMANDS_GROUP, name=name):
+        command: click.Command = ep.load()
+        return command
+
+    @click.command(name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def missing(args: tuple[str, ...]) -> None:
+        click.echo(
+            f"artifactd: error: `artifactd {name}` is part of the server: "
+            f"pip install {SERVER_DISTRIBUTION} (this is only the client, `artifactd`)",
+            err=True,
+        )
+        sys.exit(1)
+
+    return missing
 
 
 class _Root(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in _LAZY_COMMANDS:
-            module, name = _LAZY_COMMANDS[cmd_name]
+        if cmd_name in _CLIENT_COMMANDS:
+            module, name, _ = _CLIENT_COMMANDS[cmd_name]
             command: click.Command = getattr(importlib.import_module(module), name)
             return command
+        if cmd_name in _SERVER_COMMANDS:
+            return _server_command(cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *_LAZY_COMMANDS])
+        return sorted([*super().list_commands(ctx), *_CLIENT_COMMANDS, *_SERVER_COMMANDS])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the table: importing every command to read its help would
+        cost the start-up this module avoids."""
+        helps = {name: entry[2] for name, entry in _CLIENT_COMMANDS.items()} | _SERVER_COMMANDS
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(helps.items()))
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,10 +133,6 @@ def cli(
     ):  # fmt: skip
         if value is not None:
             os.environ[variable] = value
-
-
-cli.add_command(artifacts)
-cli.add_command(health_command)
 
 
 def _one_line_warning(

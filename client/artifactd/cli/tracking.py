@@ -22,7 +22,7 @@ from artifactd.client.tracking import (
     Run,
     TrackingClient,
 )
-from artifactd.errors import NotFound
+from artifactd.protocol.errors import NotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 

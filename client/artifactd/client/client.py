@@ -18,13 +18,12 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from tqdm import tqdm
 
-from artifactd import malloc
 from artifactd.client.checksums import UploadChecksum, checksum_for
 from artifactd.client.direct import (
     DirectDownload,
@@ -39,16 +38,17 @@ from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, erro
 from artifactd.client.settings import ClientSettings
 from artifactd.client.stubs import ArtifactStub
 from artifactd.client.target import Location, in_run, resolve
-from artifactd.errors import (
+from artifactd.protocol import malloc
+from artifactd.protocol.errors import (
     ArtifactError,
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
-from artifactd.paths import ROOT, ArtifactPath, join, parse
+from artifactd.protocol.paths import ROOT, ArtifactPath, join, parse
+from artifactd.protocol.wire import OutgoingChunk
 from artifactd.v1 import artifact_service_pb2 as pb
-from artifactd.wire import OutgoingChunk
 
 T = TypeVar("T", bound=Message)
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class ArtifactClient(Connection):
     def get_artifact_info(
         self, path: str | None = None, *, run_id: str | None = None
     ) -> ArtifactInfo:
-        """Describes a file or directory; raises `artifactd.errors.NotFound` if it is neither."""
+        """Describes a file or directory; raises `errors.NotFound` if it is neither."""
         located, run = self._locate(path, run_id)
         request = pb.GetArtifactRequest(path=str(located), run_id=run)
         return _checked_info(self._unary(self._stub.GetArtifact, request).file, located)
@@ -228,6 +228,33 @@ class ArtifactClient(Connection):
                 if landed is None:
                     raise failure from None
                 return landed
+        return _checked_info(response.file, destination)
+
+    def log_stream(
+        self, stream: Readable, artifact_path: str, *, run_id: str | None = None
+    ) -> ArtifactInfo:
+        """Uploads what `stream.read()` yields until end of file to the file `artifact_path`,
+        with no local copy (a request body being proxied, bytes made in memory).
+
+        The size is not known in advance: the server writes under a temporary name and publishes
+        atomically once the stream ends, with the sha256 (or CRC32C) computed while reading; a
+        stream that breaks, or a `read` that raises, stores nothing and the error is raised here.
+        Not retried: a stream cannot be replayed.
+        """
+        destination, run = self._locate(artifact_path, run_id)
+        if destination.is_root:
+            raise InvalidArgument("log_stream needs a file path, not the artifact root")
+        header = pb.UploadHeader(path=str(destination), overwrite=self._policy(), run_id=run)
+        source = _ReadErrors(stream)
+        messages = _file_messages(
+            source, header, pb.LogArtifactRequest, self.settings.chunk_size, None, self._checksum()
+        )
+        try:
+            response = self._stub.LogArtifact(messages, timeout=self.settings.transfer_timeout)
+        except grpc.RpcError as exc:
+            if source.failure is not None:  # gRPC cancels the call; say why
+                raise source.failure from None
+            raise error(exc) from None
         return _checked_info(response.file, destination)
 
     def _landed(
@@ -449,6 +476,9 @@ class ArtifactClient(Connection):
             download.close()
 
     def _download_tree(self, root: ArtifactPath, run_id: str, destination: Destination) -> None:
+        # The directory itself exists afterwards even when it holds no file (its last file was
+        # deleted): a caller gets back an existing, empty directory, as from MLflow's stores.
+        destination.directory(root.parts)
         with self._bar(None, str(root) or "artifacts", unit="file") as bar:
             tree = _TreeDownload(root, destination, bar, self.settings.direct_io)
             try:
@@ -516,7 +546,7 @@ class _FileDownload:
             self._on_info(message.info)
         if self._out is None:
             raise DataLoss(f"the server sent data for '{self.path}' before its info")
-        data = message.data  # a view of the received buffer (artifactd.wire.Chunk)
+        data = message.data  # a view of the received buffer (artifactd.protocol.wire.Chunk)
         if data:
             self._out.write(data)
             if self._bar is not None:
@@ -570,7 +600,7 @@ class _TreeDownload:
                     target, info.file_size, info.sha256, direct_io=self.direct_io
                 )
                 self.bar.update(1)
-        data = message.data  # a view of the received buffer (artifactd.wire.Chunk)
+        data = message.data  # a view of the received buffer (artifactd.protocol.wire.Chunk)
         if data:
             if self.current is None:
                 raise DataLoss("the server sent file data without naming the file")
@@ -600,8 +630,30 @@ class _FinishSent(Iterator[OutgoingChunk[T]]):
         return chunk
 
 
+class Readable(Protocol):
+    """What `log_stream` reads from: `read(size)` returns up to `size` bytes, b"" at the end."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _ReadErrors:
+    """A stream whose `read` failure is kept: gRPC turns an exception in a request iterator
+    into CANCELLED, and the caller should see the real cause."""
+
+    def __init__(self, stream: Readable) -> None:
+        self._stream = stream
+        self.failure: BaseException | None = None
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._stream.read(size)
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+
 def _file_messages(
-    fh: BinaryIO,
+    fh: BinaryIO | _ReadErrors,
     header: pb.UploadHeader,
     message_type: type[T],
     chunk_size: int,

@@ -32,7 +32,13 @@ import urllib3
 
 from artifactd.client.localfiles import publish_verified, temporary_name
 from artifactd.client.rpc import call
-from artifactd.errors import ArtifactError, DataLoss, FailedPrecondition, NotFound, Unavailable
+from artifactd.protocol.errors import (
+    ArtifactError,
+    DataLoss,
+    FailedPrecondition,
+    NotFound,
+    Unavailable,
+)
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 

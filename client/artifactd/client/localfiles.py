@@ -15,11 +15,11 @@ import hashlib
 import os
 import uuid
 
-from artifactd.background import BACKGROUND_WRITE_THRESHOLD, BackgroundConsumer
-from artifactd.directio import SequentialWriter
-from artifactd.errors import DataLoss, PermissionDenied, ResourceExhausted
-from artifactd.localfs import make_dirs_inside
-from artifactd.paths import RESERVED_PREFIX
+from artifactd.protocol.background import BACKGROUND_WRITE_THRESHOLD, BackgroundConsumer
+from artifactd.protocol.directio import SequentialWriter
+from artifactd.protocol.errors import DataLoss, PermissionDenied, ResourceExhausted
+from artifactd.protocol.localfs import make_dirs_inside
+from artifactd.protocol.paths import RESERVED_PREFIX
 
 
 class Destination:
@@ -112,7 +112,7 @@ class VerifiedFile:
         self._fd: int | None = os.open(
             self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
         )
-        self._file = SequentialWriter(self._fd, direct=direct_io)  # see artifactd.directio
+        self._file = SequentialWriter(self._fd, direct=direct_io)  # see artifactd.protocol.directio
         self._writer: BackgroundConsumer | None = None
         if expected_size >= BACKGROUND_WRITE_THRESHOLD:
             self._writer = BackgroundConsumer(self._file.write, "download-writer")

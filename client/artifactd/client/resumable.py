@@ -21,9 +21,9 @@ import grpc
 from artifactd.client.direct import UploadRecord
 from artifactd.client.rpc import RETRYABLE, backoff, call, error
 from artifactd.client.stubs import ArtifactStub
-from artifactd.errors import ArtifactError, NotFound, Unavailable
+from artifactd.protocol.errors import ArtifactError, NotFound, Unavailable
+from artifactd.protocol.wire import OutgoingChunk
 from artifactd.v1 import artifact_service_pb2 as pb
-from artifactd.wire import OutgoingChunk
 
 Messages = Callable[[pb.UploadHeader, int], Iterator[OutgoingChunk[pb.LogArtifactRequest]]]
 """(header, offset) -> the stream of one file from `offset`; its finish carries the checksum

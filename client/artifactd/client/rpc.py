@@ -3,7 +3,7 @@
 `ArtifactClient` and `TrackingClient` are both a `Connection`: one insecure channel to one
 server (`ARTIFACTD_SERVER` when no target is given), the environment's settings, calls that are
 safe to repeat retried with backoff while the server is UNAVAILABLE, and every gRPC failure
-turned into the `artifactd.errors` exception named after its status code.
+turned into the `artifactd.protocol.errors` exception named after its status code.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import grpc
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from artifactd.client.settings import SERVER_VARIABLE, ClientSettings, channel_credentials
+from artifactd.client.settings import ClientSettings, channel_credentials
 from artifactd.client.target import DEFAULT_TARGET, guard_environment, strict_from_env
-from artifactd.errors import ArtifactError, from_status, retry_delay
+from artifactd.protocol.defaults import SERVER_VARIABLE
+from artifactd.protocol.errors import ArtifactError, from_status, retry_delay
 
 T = TypeVar("T")
 
@@ -157,7 +158,7 @@ class Connection:
 
 
 def error(exc: grpc.RpcError) -> ArtifactError:
-    """The `artifactd.errors` exception for a failed call, with the server's error details
+    """The `artifactd.protocol.errors` exception for a failed call, with the server's error details
     (`reason`, `field_violations`, `retry_delay`) when it sent them."""
     call = exc if isinstance(exc, grpc.Call) else None
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
@@ -185,7 +186,7 @@ def suggested_delay(exc: grpc.RpcError) -> float | None:
 
 
 def call(method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
-    """One unary call, its failure raised as the `artifactd.errors` exception."""
+    """One unary call, its failure raised as the `artifactd.protocol.errors` exception."""
     try:
         return method(request, timeout=timeout)
     except grpc.RpcError as exc:

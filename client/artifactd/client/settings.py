@@ -7,21 +7,21 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from artifactd.errors import InvalidArgument
-from artifactd.pem import read_pem
-
-TRANSFER_TIMEOUT_VARIABLE = "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT"
-RPC_TIMEOUT_VARIABLE = "ARTIFACTD_RPC_TIMEOUT"
-RETRIES_VARIABLE = "ARTIFACTD_MAX_RETRIES"
-CHUNK_SIZE_VARIABLE = "ARTIFACTD_CHUNK_SIZE"
-SERVER_VARIABLE = "ARTIFACTD_SERVER"
-TLS_VARIABLE = "ARTIFACTD_TLS"
-TLS_CA_VARIABLE = "ARTIFACTD_TLS_CA"
-CLIENT_CERT_VARIABLE = "ARTIFACTD_CLIENT_CERT"
-CLIENT_KEY_VARIABLE = "ARTIFACTD_CLIENT_KEY"
-TOKEN_VARIABLE = "ARTIFACTD_TOKEN"  # noqa: S105 - a variable name, not a secret
-TOKEN_FILE_VARIABLE = "ARTIFACTD_TOKEN_FILE"  # noqa: S105
-DIRECT_IO_VARIABLE = "ARTIFACTD_DIRECT_IO"
+from artifactd.protocol.defaults import (
+    CHUNK_SIZE_VARIABLE,
+    CLIENT_CERT_VARIABLE,
+    CLIENT_KEY_VARIABLE,
+    DIRECT_IO_VARIABLE,
+    RETRIES_VARIABLE,
+    RPC_TIMEOUT_VARIABLE,
+    TLS_CA_VARIABLE,
+    TLS_VARIABLE,
+    TOKEN_FILE_VARIABLE,
+    TOKEN_VARIABLE,
+    TRANSFER_TIMEOUT_VARIABLE,
+)
+from artifactd.protocol.errors import InvalidArgument
+from artifactd.protocol.pem import read_pem
 
 DEFAULT_RPC_TIMEOUT = 60.0
 DEFAULT_RETRIES = 5
@@ -46,7 +46,7 @@ class ClientSettings:
     token: str | None = field(default=None, repr=False)
     """A bearer token (or JWT) sent with every call, for servers that require one."""
     direct_io: bool = True
-    """Downloads write large files (8 MiB+) around the page cache (`artifactd.directio`)."""
+    """Downloads write large files (8 MiB+) around the page cache (`protocol.directio`)."""
 
     @property
     def uses_tls(self) -> bool:

@@ -1,5 +1,5 @@
 """The ArtifactService stub of the client: the generated one, except that the four methods that
-move file bytes (de)serialize them with `artifactd.wire`, copying them less."""
+move file bytes (de)serialize them with `artifactd.protocol.wire`, copying them less."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import grpc
 
+from artifactd.protocol.wire import ChunkDecoder, ChunkEncoder
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
-from artifactd.wire import ChunkDecoder, ChunkEncoder
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["ArtifactService"].full_name
 

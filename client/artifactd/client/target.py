@@ -15,9 +15,9 @@ import warnings
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from artifactd.errors import InvalidArgument
-from artifactd.ids import check_run_id
-from artifactd.paths import ROOT, ArtifactPath, parse
+from artifactd.protocol.errors import InvalidArgument
+from artifactd.protocol.ids import check_run_id
+from artifactd.protocol.paths import ROOT, ArtifactPath, parse
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_PORT = 50051

@@ -17,8 +17,8 @@ from typing import Literal, TypeVar
 
 from artifactd.client.rpc import Connection
 from artifactd.client.settings import ClientSettings
-from artifactd.errors import InvalidArgument, NotFound
-from artifactd.ids import check_run_id
+from artifactd.protocol.errors import InvalidArgument, NotFound
+from artifactd.protocol.ids import check_run_id
 from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 
@@ -186,7 +186,7 @@ class TrackingClient(Connection):
         )
 
     def get_experiment(self, experiment_id: str | int) -> Experiment:
-        """The experiment; `artifactd.errors.NotFound` when there is none."""
+        """The experiment; `artifactd.protocol.errors.NotFound` when there is none."""
         request = rpb.GetExperimentRequest(experiment_id=_experiment_id(experiment_id))
         return Experiment.from_proto(self._unary(self._stub.GetExperiment, request).experiment)
 
@@ -246,7 +246,7 @@ class TrackingClient(Connection):
         return Run.from_proto(self._unary_once(self._stub.CreateRun, request).run)
 
     def get_run(self, run_id: str) -> Run:
-        """The run; `artifactd.errors.NotFound` when there is none."""
+        """The run; `artifactd.protocol.errors.NotFound` when there is none."""
         request = rpb.GetRunRequest(run_id=check_run_id(run_id))
         return Run.from_proto(self._unary(self._stub.GetRun, request).run)
 

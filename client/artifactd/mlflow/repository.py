@@ -27,27 +27,40 @@ by `close()` or when the object is garbage-collected.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
+import posixpath
+import queue
 import shutil
 import tempfile
 import threading
+import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from artifactd import errors
 from artifactd.client import ArtifactClient
+from artifactd.client.client import Readable
 from artifactd.client.target import resolve
-from artifactd.paths import ArtifactPath, join, parse
+from artifactd.protocol import errors
+from artifactd.protocol.paths import ArtifactPath, join, parse
 from mlflow.entities.file_info import FileInfo
 from mlflow.environment_variables import MLFLOW_ALLOWED_HOST_ADDRESSED_ARTIFACT_SCHEMES
 from mlflow.exceptions import MlflowException
 from mlflow.protos import databricks_pb2
-from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from mlflow.store.artifact.artifact_repo import ArtifactRepository, StreamUploadMixin
 from mlflow.utils.file_utils import create_tmp_dir
 
 SCHEME = "artifactd"
+
+# The names MLflow gives a trace's data and its archived spans in a trace's artifact location
+# (`mlflow.tracing.utils.artifact_utils`, `mlflow.tracing.otel.otel_archival`).
+_TRACE_DATA_FILE = "traces.json"
+_TRACE_ARCHIVE_FILE = "traces.pb"
+_STREAM_QUEUE_CHUNKS = 8
+"""Chunks of an async request body held between MLflow's event loop and the upload thread."""
 
 # What `mlflow server` exports to its workers and jobs: its default artifact root (present in
 # every tracking server process, so it marks one) and its artifacts destination. The names are
@@ -90,8 +103,13 @@ def _translated() -> Iterator[None]:
         raise mlflow_error(exc) from exc
 
 
-class ArtifactdArtifactRepository(ArtifactRepository):
-    """MLflow artifact repository for `artifactd://host:port/<path>` URIs."""
+class ArtifactdArtifactRepository(ArtifactRepository, StreamUploadMixin):
+    """MLflow artifact repository for `artifactd://host:port/<path>` URIs.
+
+    As a `StreamUploadMixin`, a tracking server proxying uploads (`--artifacts-destination
+    artifactd://...`) streams each request body straight into artifactd instead of writing it
+    to a temporary file first; trace data and attachments go up from memory likewise.
+    """
 
     def __init__(
         self,
@@ -134,8 +152,13 @@ class ArtifactdArtifactRepository(ArtifactRepository):
         relative = os.fspath(artifact_path)
         if relative.endswith("/") and relative.strip("/"):
             relative = relative.rstrip("/")  # MLflow callers sometimes pass "dir/"
-        with _translated():
+        try:
             return join(self.root, *parse(relative, allow_root=True).parts)
+        except errors.InvalidArgument as exc:  # MLflow's own wording, then the rule broken
+            raise MlflowException(
+                f"Invalid artifact path {artifact_path!r}: {exc.message}",
+                error_code=databricks_pb2.INVALID_PARAMETER_VALUE,
+            ) from exc
 
     def _relative(self, path: str) -> str:
         return "/".join(parse(path, allow_root=True).parts[len(self.root.parts) :])
@@ -151,6 +174,63 @@ class ArtifactdArtifactRepository(ArtifactRepository):
         directory = self._full(artifact_path)
         with _translated():
             self._client().log_artifacts(local_dir, str(directory))
+
+    def log_artifact_from_stream(
+        self, stream: Readable, artifact_file_name: str, artifact_path: str | None = None
+    ) -> None:
+        """Uploads a binary stream as `<artifact_path>/<artifact_file_name>` with no temporary
+        copy; published atomically once the stream ends, nothing stored if it breaks."""
+        name = posixpath.basename(artifact_file_name)  # MLflow's contract: directories ignored
+        target = self._full(posixpath.join(artifact_path, name) if artifact_path else name)
+        with _translated():
+            self._client().log_stream(stream, str(target))
+
+    async def log_artifact_from_async_stream(
+        self,
+        chunks: AsyncIterable[bytes],
+        artifact_file_name: str,
+        artifact_path: str | None = None,
+    ) -> None:
+        """The async form (MLflow's FastAPI upload route): the upload runs in a thread reading
+        the chunks the event loop hands over through a small bounded queue."""
+        body = _ChunkQueue(_STREAM_QUEUE_CHUNKS)
+
+        def upload() -> None:
+            try:
+                self.log_artifact_from_stream(body, artifact_file_name, artifact_path)
+            finally:
+                body.abandon()  # unblocks the event loop if the upload failed early
+
+        task = asyncio.ensure_future(asyncio.to_thread(upload))
+        try:
+            async for chunk in chunks:
+                if not await asyncio.to_thread(body.put, bytes(chunk)):
+                    break  # the upload ended early: its error is raised below
+        except BaseException as exc:
+            body.fail(exc)  # the request body broke: the upload stores nothing
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        body.finish()
+        await task
+
+    def upload_trace_data(self, trace_data: str) -> None:
+        self.log_artifact_from_stream(io.BytesIO(trace_data.encode("utf-8")), _TRACE_DATA_FILE)
+
+    def upload_archived_trace_data_bytes(self, data: bytes) -> None:
+        self.log_artifact_from_stream(io.BytesIO(data), _TRACE_ARCHIVE_FILE)
+
+    def upload_attachment(self, attachment_id: str, content_bytes: bytes) -> None:
+        try:  # MLflow's rule: an attachment id is a canonical UUID (no path can hide in it)
+            canonical = str(uuid.UUID(attachment_id)) == attachment_id
+        except (ValueError, TypeError, AttributeError):
+            canonical = False
+        if not canonical:
+            raise MlflowException(
+                f"Invalid attachment path: {attachment_id!r}. "
+                "Attachment path must be a valid UUID.",
+                error_code=databricks_pb2.INVALID_PARAMETER_VALUE,
+            )
+        self.log_artifact_from_stream(io.BytesIO(content_bytes), attachment_id, "attachments")
 
     def list_artifacts(self, path: str | None = None) -> list[FileInfo]:
         """Direct children of `path`, relative to the repository root; `[]` for a missing path
@@ -233,6 +313,54 @@ class ArtifactdArtifactRepository(ArtifactRepository):
             )
         with _translated():
             self._client().delete_artifacts(str(path))
+
+
+class _ChunkQueue:
+    """A file-like `read` over chunks put by another thread, bounded so a fast request body
+    waits for the upload instead of filling memory."""
+
+    _END = b""
+
+    def __init__(self, size: int) -> None:
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(size)
+        self._pending = memoryview(b"")
+        self._abandoned = threading.Event()
+
+    def put(self, chunk: bytes) -> bool:
+        """Queues a chunk; False once the reader is gone (the upload ended)."""
+        if not chunk:
+            return not self._abandoned.is_set()
+        return self._put(chunk)
+
+    def finish(self) -> None:
+        self._put(self._END)
+
+    def fail(self, exc: BaseException) -> None:
+        self._put(exc)
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._abandoned.is_set():
+            try:
+                self._chunks.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._pending:
+            item = self._chunks.get()
+            if isinstance(item, BaseException):
+                raise OSError(f"the request body broke: {item!r}") from item
+            if not item:  # the end of the body
+                return b""
+            self._pending = memoryview(item)
+        taken = self._pending if size < 0 else self._pending[:size]
+        self._pending = self._pending[len(taken) :]
+        return bytes(taken)
 
 
 def _close(state: dict[str, Any]) -> None:

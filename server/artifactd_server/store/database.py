@@ -1,0 +1,192 @@
+"""Connecting to the backend store and keeping its schema current.
+
+A URI names the database the SQLAlchemy way. The schemes MLflow users already have are accepted
+as they are: `postgresql://` and `mysql://` pick the drivers artifactd installs (psycopg 3 and
+PyMySQL, the `postgres` and `mysql` extras of artifactd-server) instead of SQLAlchemy's defaults;
+a missing driver is one line naming its extra. A new, empty database is
+migrated on first start; an older schema is migrated only on request (`artifactd db upgrade`),
+and a schema newer than this code is refused, since writing to it could corrupt what a newer
+artifactd relies on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from artifactd.protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
+from artifactd_server.extras import missing_extra
+
+log = logging.getLogger(__name__)
+
+VERSION_TABLE = "artifactd_schema_version"
+_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+            "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}  # fmt: skip
+_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}  # artifactd-server[...]
+
+
+def normalize_uri(uri: str) -> str:
+    """The SQLAlchemy URL for `uri`, with artifactd's drivers for bare scheme names."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        raise InvalidArgument(
+            f"backend store URI {uri!r} is not a database URI; expected e.g. "
+            "sqlite:///artifactd.db, postgresql://user@host/db or mysql://user@host/db"
+        )
+    return f"{_DRIVERS.get(scheme.lower(), scheme)}://{rest}"
+
+
+def redact(uri: str) -> str:
+    """`uri` with any password masked, for logs and error messages."""
+    try:
+        return make_url(normalize_uri(uri)).render_as_string(hide_password=True)
+    except (ArgumentError, InvalidArgument):
+        return "<unparsable backend store URI>"
+
+
+class Database:
+    """An engine and a session factory for one backend store."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        url = normalize_uri(uri)
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+            database = make_url(url).database
+            if database and database != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise InvalidArgument(f"backend store URI {redact(uri)!r}: {exc}") from None
+        except ImportError as exc:  # the dialect's driver: psycopg or PyMySQL, an extra each
+            backend = make_url(url).get_backend_name()
+            extra = _EXTRAS.get(backend)
+            missing = extra and missing_extra(f"a {backend} backend store", extra, exc)
+            if not missing:
+                raise
+            raise missing from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work is committed on success and rolled back on any exception."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    # WAL lets readers (the server) and a writer (say, `artifactd gc` in another process) work
+    # at once; foreign keys are off in SQLite unless asked for.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _alembic_config(database: Database) -> Config:
+    config = Config()
+    config.set_main_option(
+        "script_location", str(files("artifactd_server.store").joinpath("migrations"))
+    )
+    return config
+
+
+def schema_status(database: Database) -> tuple[str | None, str]:
+    """(the database's current revision or None when it has none, the code's newest)."""
+    script = ScriptDirectory.from_config(_alembic_config(database))
+    head = script.get_current_head()
+    assert head is not None
+    with database.engine.connect() as connection:
+        current = MigrationContext.configure(
+            connection, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+    return current, head
+
+
+def _known(database: Database, revision: str) -> bool:
+    script = ScriptDirectory.from_config(_alembic_config(database))
+    return any(r.revision == revision for r in script.walk_revisions())
+
+
+def upgrade(database: Database) -> tuple[str | None, str]:
+    """Migrates to the newest schema; returns (revision before, revision after)."""
+    current, head = schema_status(database)
+    if current is not None and not _known(database, current):
+        raise _newer_than_code(database, current, head)
+    if current != head:
+        config = _alembic_config(database)
+        with database.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        log.info("backend store %s migrated from %s to %s", redact(database.uri), current, head)
+    return current, head
+
+
+def ensure_current(database: Database) -> None:
+    """Migrates a new database; refuses an outdated or a newer schema with what to do about it."""
+    current, head = schema_status(database)
+    if current == head:
+        return
+    if current is None:
+        tables = set(inspect(database.engine).get_table_names())
+        ours = {t for t in tables if t.startswith("artifactd_")}
+        if ours:
+            raise FailedPrecondition(
+                f"backend store {redact(database.uri)} has artifactd tables ({sorted(ours)}) "
+                f"but no {VERSION_TABLE} table; it was not made by artifactd's migrations"
+            )
+        upgrade(database)
+        return
+    if not _known(database, current):
+        raise _newer_than_code(database, current, head)
+    raise FailedPrecondition(
+        f"backend store {redact(database.uri)} has schema revision {current}, older than this "
+        f"artifactd's {head}; back it up, then run `artifactd db upgrade "
+        f"--backend-store-uri <uri>`"
+    )
+
+
+def _newer_than_code(database: Database, current: str, head: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"backend store {redact(database.uri)} has schema revision {current!r}, which this "
+        f"artifactd (newest known: {head!r}) does not know: a newer artifactd migrated it. "
+        "Run that newer version, or point --backend-store-uri at another database"
+    )
+
+
+def open_database(uri: str) -> Database:
+    """Connects and checks the schema, migrating a brand-new database."""
+    database = Database(uri)
+    try:
+        ensure_current(database)
+    except OperationalError as exc:
+        database.close()
+        raise Unavailable(f"cannot use backend store {redact(uri)}: {exc.orig or exc}") from None
+    except BaseException:
+        database.close()
+        raise
+    return database

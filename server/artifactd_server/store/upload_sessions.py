@@ -1,0 +1,120 @@
+"""Open direct uploads in the backend store: created, looked up by id and owner, expired, closed.
+
+A session outlives the server process that created it (a client may resume against a restarted
+or another replica), and every replica's sweeper sees the same expiry times.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+
+from artifactd.protocol.errors import NotFound
+from artifactd_server.store.database import Database
+from artifactd_server.store.schema import MultipartUploadRow
+from artifactd_server.store.tracking import now_ms
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    upload_id: str
+    kind: str
+    root_uri: str
+    path: str
+    run_id: str
+    owner: str
+    backend_upload_id: str
+    size: int
+    part_size: int
+    sha256: str
+    overwrite: bool
+    creation_time: int
+    expiry_time: int
+
+    @property
+    def part_count(self) -> int:
+        return max(1, -(-self.size // self.part_size))
+
+    def part_size_of(self, number: int) -> int:
+        """The size part `number` (1-based) must have."""
+        if number < self.part_count:
+            return self.part_size
+        return self.size - self.part_size * (self.part_count - 1)
+
+
+def _session(row: MultipartUploadRow) -> UploadSession:
+    return UploadSession(
+        row.upload_id, row.kind, row.root_uri, row.path, row.run_id, row.owner,
+        row.backend_upload_id, row.size, row.part_size, row.sha256, row.overwrite,
+        row.creation_time, row.expiry_time,
+    )  # fmt: skip
+
+
+class UploadSessions:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def create(
+        self,
+        *,
+        kind: str,
+        root_uri: str,
+        path: str,
+        run_id: str,
+        owner: str,
+        backend_upload_id: str,
+        size: int,
+        part_size: int,
+        sha256: str,
+        overwrite: bool,
+        ttl_ms: int,
+    ) -> UploadSession:
+        now = now_ms()
+        row = MultipartUploadRow(
+            upload_id=secrets.token_hex(16),  # unguessable: 128 random bits
+            kind=kind, root_uri=root_uri, path=path, run_id=run_id, owner=owner,
+            backend_upload_id=backend_upload_id, size=size, part_size=part_size, sha256=sha256,
+            overwrite=overwrite, creation_time=now, expiry_time=now + ttl_ms,
+        )  # fmt: skip
+        with self.database.transaction() as session:
+            session.add(row)
+        return _session(row)
+
+    def get(self, upload_id: str, owner: str) -> UploadSession:
+        """The open session `upload_id` of `owner`; `NotFound` otherwise, expired or not theirs
+        alike (a caller learns nothing about other callers' sessions)."""
+        with self.database.transaction() as session:
+            row = session.get(MultipartUploadRow, upload_id)
+            if row is None or row.owner != owner or row.expiry_time <= now_ms():
+                raise NotFound(
+                    f"no open multipart upload {upload_id!r} (never created, completed, aborted, "
+                    "expired, or not yours); start a new one"
+                )
+            return _session(row)
+
+    def close(self, upload_id: str) -> bool:
+        """Forgets a session; returns whether it was there."""
+        with self.database.transaction() as session:
+            result = session.execute(
+                delete(MultipartUploadRow).where(MultipartUploadRow.upload_id == upload_id)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def expired(self, limit: int = 100) -> list[UploadSession]:
+        with self.database.transaction() as session:
+            rows = session.scalars(
+                select(MultipartUploadRow)
+                .where(MultipartUploadRow.expiry_time <= now_ms())
+                .order_by(MultipartUploadRow.expiry_time)
+                .limit(limit)
+            )
+            return [_session(row) for row in rows]
+
+    def of_run(self, run_id: str) -> list[UploadSession]:
+        with self.database.transaction() as session:
+            rows = session.scalars(
+                select(MultipartUploadRow).where(MultipartUploadRow.run_id == run_id)
+            )
+            return [_session(row) for row in rows]
