@@ -25,7 +25,7 @@ from artifactd.protocol.pem import read_pem
 
 DEFAULT_RPC_TIMEOUT = 60.0
 DEFAULT_RETRIES = 5
-DEFAULT_CHUNK_SIZE = 256 * 1024
+DEFAULT_CHUNK_SIZE = 1024 * 1024
 MAX_CHUNK_SIZE = 8 * 1024 * 1024
 
 
