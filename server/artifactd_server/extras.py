@@ -8,6 +8,8 @@ what to install. This module imports nothing of the server, so every layer may u
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from artifactd.protocol.errors import FailedPrecondition
 
 DISTRIBUTION = "artifactd-server"
@@ -28,13 +30,13 @@ def install_line(extra: str) -> str:
     return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
-def missing_extra(what: str, extra: str, error: ImportError) -> FailedPrecondition | None:
-    """The error to raise when `what` failed to import `error.name` and that module belongs to
-    `extra`; None when the missing module is not the extra's (a real bug: let it propagate)."""
+def raise_missing_extra(what: str, extra: str | None, error: ImportError) -> NoReturn:
+    """Raises the one-line error naming `extra` when `what` failed to import one of that
+    extra's modules; re-raises `error` itself otherwise (a real bug, or no extra applies)."""
     missing = (error.name or "").split(".")[0]
-    if missing not in MODULES.get(extra, ()):
-        return None
-    return FailedPrecondition(
+    if extra is None or missing not in MODULES.get(extra, ()):
+        raise error
+    raise FailedPrecondition(
         f"{what} needs the {extra!r} extra, which is not installed (no module {missing!r}): "
         f"{install_line(extra)}"
-    )
+    ) from None

@@ -32,6 +32,7 @@ from mlflow.version import VERSION as MLFLOW_VERSION
 from packaging.version import Version
 
 from .conftest import QUIET_MLFLOW, MlflowServer
+from .proxied_client import Doubler, digests
 from conftest import write_random
 from servers import ServerProcess
 
@@ -39,21 +40,8 @@ HERE = Path(__file__).parent
 UI_TEXT = f"artifactd preview {uuid.uuid4().hex[:8]}"
 
 
-class Doubler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
-    def predict(self, context, model_input):  # type: ignore[no-untyped-def]
-        return model_input * 2
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def tree_digests(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): sha256(p.read_bytes())
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def http_get(url: str) -> bytes:
@@ -78,7 +66,7 @@ def stored_files(root: Path) -> dict[str, str]:
     """Files under an artifactd root, by relative path (artifactd's own bookkeeping left out)."""
     if not root.exists():
         return {}
-    return {k: v for k, v in tree_digests(root).items() if not k.startswith(".artifactd")}
+    return {k: v for k, v in digests(root).items() if not k.startswith(".artifactd")}
 
 
 @pytest.fixture
@@ -126,7 +114,7 @@ def test_mode_a_logs_to_artifactd_and_the_ui_endpoints_serve_it_bit_identical(
     )
     # the bytes are in artifactd's root
     on_disk = stored_files(artifactd.root / "mlflow-a" / experiment / run_id / "artifacts")
-    expected = tree_digests(sources) | {"hello.txt": sha256(UI_TEXT.encode())}
+    expected = digests(sources) | {"hello.txt": sha256(UI_TEXT.encode())}
     assert on_disk == expected
 
     # the UI's endpoints list and serve them, read by the tracking server through the plugin
@@ -142,7 +130,7 @@ def test_mode_a_logs_to_artifactd_and_the_ui_endpoints_serve_it_bit_identical(
 
     # MLflow's own download and model loading on runs:/ and models:/ URIs
     got = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/data", dst_path=str(tmp_path / "d"))
-    assert tree_digests(Path(got)) == tree_digests(sources / "data")
+    assert digests(Path(got)) == digests(sources / "data")
     frame = pd.DataFrame({"x": [1, 2, 3]})
     for uri in (f"models:/{model_id}", f"runs:/{run_id}/model"):
         assert mlflow.pyfunc.load_model(uri).predict(frame)["x"].tolist() == [2, 4, 6], uri
@@ -202,7 +190,7 @@ def test_mlflow_gc_removes_a_deleted_runs_artifacts_and_its_logged_models(
     # what was not deleted is untouched
     kept_experiment = client.get_run(kept).info.experiment_id
     assert stored_files(base / kept_experiment / kept / "artifacts") == (
-        tree_digests(sources) | {"hello.txt": sha256(UI_TEXT.encode())}
+        digests(sources) | {"hello.txt": sha256(UI_TEXT.encode())}
     )
     assert "artifacts/MLmodel" in stored_files(base / kept_experiment / "models" / kept_model)
 
@@ -227,7 +215,7 @@ def test_mode_b_a_client_without_the_plugin_logs_and_downloads_through_mlflow(
     experiment, run_id = report["experiment_id"], report["run_id"]
     assert report["artifact_uri"].startswith("mlflow-artifacts:")
     assert report["predictions"] == [[2, 4, 6], [2, 4, 6]]
-    logged = tree_digests(sources)
+    logged = digests(sources)
     assert report["downloaded"] == logged
     # the bytes landed in artifactd, under the server's destination
     assert stored_files(artifactd.root / "mlflow-b" / experiment / run_id / "artifacts") == logged

@@ -20,7 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 from urllib.parse import unquote, urlsplit
 
 from artifactd.protocol.errors import ArtifactError, FailedPrecondition, InvalidArgument
-from artifactd_server.extras import missing_extra
+from artifactd_server.extras import raise_missing_extra
 from artifactd_server.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,7 @@ def _built_in(scheme: str) -> Callable[[str], object]:
     try:
         factory: Callable[[str], object] = getattr(importlib.import_module(module), name)
     except ImportError as exc:
-        missing = missing_extra(f"the {scheme}:// artifacts destination", EXTRAS[scheme], exc)
-        if missing is None:
-            raise
-        raise missing from None
+        raise_missing_extra(f"the {scheme}:// artifacts destination", EXTRAS[scheme], exc)
     return factory
 
 

@@ -35,7 +35,7 @@ from artifactd.protocol.errors import (
     PermissionDenied,
     Unavailable,
 )
-from artifactd_server.extras import missing_extra
+from artifactd_server.extras import raise_missing_extra
 from artifactd_server.storage.base import StorageCapabilities
 from artifactd_server.storage.common import transfer_timeout
 from artifactd_server.storage.remote_fs import (
@@ -83,10 +83,7 @@ class HDFSStorage(ArrowStorage):
         try:  # pyarrow is the 'hdfs' extra's: without it, one line naming the extra
             import pyarrow.fs as pafs
         except ImportError as exc:
-            missing = missing_extra("an hdfs:// destination", "hdfs", exc)
-            if missing is None:
-                raise
-            raise missing from None
+            raise_missing_extra("an hdfs:// destination", "hdfs", exc)
 
         settings = hadoop_settings(destination, os.environ if environ is None else environ)
         try:

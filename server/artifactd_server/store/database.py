@@ -28,7 +28,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from artifactd.protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
-from artifactd_server.extras import missing_extra
+from artifactd_server.extras import raise_missing_extra
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,7 @@ class Database:
             raise InvalidArgument(f"backend store URI {redact(uri)!r}: {exc}") from None
         except ImportError as exc:  # the dialect's driver: psycopg or PyMySQL, an extra each
             backend = make_url(url).get_backend_name()
-            extra = _EXTRAS.get(backend)
-            missing = extra and missing_extra(f"a {backend} backend store", extra, exc)
-            if not missing:
-                raise
-            raise missing from None
+            raise_missing_extra(f"a {backend} backend store", _EXTRAS.get(backend), exc)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
