@@ -228,6 +228,7 @@ class LogArtifactsRequest(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     FINISH_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     @_builtins.property
     def header(self) -> Global___UploadHeader:
@@ -237,6 +238,46 @@ class LogArtifactsRequest(_message.Message):
     def finish(self) -> Global___UploadFinish:
         """Set on the last message of each file."""
 
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackedUpload]:
+        """Whole small files, each complete, handled as if each had come as its own header + data +
+        finish message, in this order. A message with `files` sets no `header`, `data` or `finish`
+        and comes between files, not inside one. Only for a server whose GetCapabilities sets
+        `packed_files`: one message per file costs both sides more than the file's bytes do.
+        """
+
+    def __init__(
+        self,
+        *,
+        header: Global___UploadHeader | None = ...,
+        data: _builtins.bytes = ...,
+        finish: Global___UploadFinish | None = ...,
+        files: _abc.Iterable[Global___PackedUpload] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish", b"finish", "header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "files", b"files", "finish", b"finish", "header", b"header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogArtifactsRequest: _TypeAlias = LogArtifactsRequest  # noqa: Y015
+
+@_typing.final
+class PackedUpload(_message.Message):
+    """One whole file of a LogArtifactsRequest's `files`: the fields of its header, data and
+    finish messages in one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FINISH_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___UploadHeader: ...
+    @_builtins.property
+    def finish(self) -> Global___UploadFinish: ...
     def __init__(
         self,
         *,
@@ -250,7 +291,7 @@ class LogArtifactsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LogArtifactsRequest: _TypeAlias = LogArtifactsRequest  # noqa: Y015
+Global___PackedUpload: _TypeAlias = PackedUpload  # noqa: Y015
 
 @_typing.final
 class LogArtifactsResult(_message.Message):
@@ -371,6 +412,7 @@ class DownloadArtifactsRequest(_message.Message):
 
     PATH_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    ACCEPT_PACKED_FILES_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Directory to download; empty for the root."""
     run_id: _builtins.str
@@ -378,15 +420,20 @@ class DownloadArtifactsRequest(_message.Message):
     the run's artifact root, and so are the paths returned. Writing to a deleted run is
     FAILED_PRECONDITION.
     """
+    accept_packed_files: _builtins.bool
+    """The client reads DownloadArtifactsResponse.files: the server may then send small files
+    several to a message. A server without `packed_files` in its capabilities ignores this.
+    """
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
         run_id: _builtins.str = ...,
+        accept_packed_files: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_packed_files", b"accept_packed_files", "path", b"path", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -398,11 +445,44 @@ class DownloadArtifactsResponse(_message.Message):
 
     FILE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     @_builtins.property
     def file(self) -> Global___FileInfo:
         """Starts a new entry; `path` is relative to the artifact root."""
 
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackedDownload]:
+        """Only when the request set `accept_packed_files`: whole files (each its info and all of its
+        bytes), in tree order; a message with `files` sets no `file` or `data`.
+        """
+
+    def __init__(
+        self,
+        *,
+        file: Global___FileInfo | None = ...,
+        data: _builtins.bytes = ...,
+        files: _abc.Iterable[Global___PackedDownload] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["file", b"file"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "file", b"file", "files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadArtifactsResponse: _TypeAlias = DownloadArtifactsResponse  # noqa: Y015
+
+@_typing.final
+class PackedDownload(_message.Message):
+    """One whole file of a DownloadArtifactsResponse's `files`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    @_builtins.property
+    def file(self) -> Global___FileInfo: ...
     def __init__(
         self,
         *,
@@ -415,7 +495,7 @@ class DownloadArtifactsResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___DownloadArtifactsResponse: _TypeAlias = DownloadArtifactsResponse  # noqa: Y015
+Global___PackedDownload: _TypeAlias = PackedDownload  # noqa: Y015
 
 @_typing.final
 class ListArtifactsRequest(_message.Message):
@@ -604,6 +684,7 @@ class GetCapabilitiesResponse(_message.Message):
     SUPPORTS_PRESIGNED_URLS_FIELD_NUMBER: _builtins.int
     UPLOAD_CHECKSUMS_FIELD_NUMBER: _builtins.int
     MAX_ARTIFACT_SIZE_FIELD_NUMBER: _builtins.int
+    PACKED_FILES_FIELD_NUMBER: _builtins.int
     chunk_size: _builtins.int
     """Chunk size the server sends and prefers to receive, in bytes."""
     max_message_size: _builtins.int
@@ -628,6 +709,10 @@ class GetCapabilitiesResponse(_message.Message):
     byte is sent (INVALID_ARGUMENT), as is one declaring more than the destination has free
     where the server can tell (RESOURCE_EXHAUSTED; local disk).
     """
+    packed_files: _builtins.bool
+    """The server reads LogArtifactsRequest.files and answers
+    DownloadArtifactsRequest.accept_packed_files.
+    """
     @_builtins.property
     def upload_checksums(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Checksums an UploadFinish may carry that this server verifies ("sha256", "crc32c"). A
@@ -650,10 +735,11 @@ class GetCapabilitiesResponse(_message.Message):
         supports_presigned_urls: _builtins.bool = ...,
         upload_checksums: _abc.Iterable[_builtins.str] | None = ...,
         max_artifact_size: _builtins.int = ...,
+        packed_files: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "chunk_size", b"chunk_size", "default_page_size", b"default_page_size", "digest_function", b"digest_function", "max_artifact_size", b"max_artifact_size", "max_batch_files", b"max_batch_files", "max_message_size", b"max_message_size", "max_page_size", b"max_page_size", "max_path_length", b"max_path_length", "supports_multipart_upload", b"supports_multipart_upload", "supports_presigned_urls", b"supports_presigned_urls", "supports_range_reads", b"supports_range_reads", "upload_checksums", b"upload_checksums"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "chunk_size", b"chunk_size", "default_page_size", b"default_page_size", "digest_function", b"digest_function", "max_artifact_size", b"max_artifact_size", "max_batch_files", b"max_batch_files", "max_message_size", b"max_message_size", "max_page_size", b"max_page_size", "max_path_length", b"max_path_length", "packed_files", b"packed_files", "supports_multipart_upload", b"supports_multipart_upload", "supports_presigned_urls", b"supports_presigned_urls", "supports_range_reads", b"supports_range_reads", "upload_checksums", b"upload_checksums"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -152,9 +152,10 @@ class ArtifactServiceServicer:
 
     def LogArtifacts(self, request_iterator, context):
         """Uploads many files in one stream, for directories of small files: per file a `header`,
-        its `data`, then `finish`. Each file is published atomically when its `finish` arrives;
-        per-file failures (for example ALREADY_EXISTS) are reported in the results and the stream
-        goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
+        its `data`, then `finish`, or several whole small files in one message (`files`, where
+        GetCapabilities sets `packed_files`). Each file is published atomically when its `finish`
+        arrives; per-file failures (for example ALREADY_EXISTS) are reported in the results and the
+        stream goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +173,7 @@ class ArtifactServiceServicer:
         """Streams a whole directory tree: for each entry a message with `file` set (directories too,
         so empty directories survive), followed for files by exactly `file.file_size` bytes of
         `data`, spread over one or more messages (the first chunk may share the `file` message).
+        With `accept_packed_files`, small files may instead come several to a message (`files`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,9 +51,10 @@ class ArtifactServiceStub:
     """
     LogArtifacts: _grpc.StreamUnaryMultiCallable[_artifact_service_pb2.LogArtifactsRequest, _artifact_service_pb2.LogArtifactsResponse]
     """Uploads many files in one stream, for directories of small files: per file a `header`,
-    its `data`, then `finish`. Each file is published atomically when its `finish` arrives;
-    per-file failures (for example ALREADY_EXISTS) are reported in the results and the stream
-    goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
+    its `data`, then `finish`, or several whole small files in one message (`files`, where
+    GetCapabilities sets `packed_files`). Each file is published atomically when its `finish`
+    arrives; per-file failures (for example ALREADY_EXISTS) are reported in the results and the
+    stream goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
     """
     DownloadArtifact: _grpc.UnaryStreamMultiCallable[_artifact_service_pb2.DownloadArtifactRequest, _artifact_service_pb2.DownloadArtifactResponse]
     """Streams one file: the first message carries `info` (size, sha256), the rest `data`.
@@ -63,6 +64,7 @@ class ArtifactServiceStub:
     """Streams a whole directory tree: for each entry a message with `file` set (directories too,
     so empty directories survive), followed for files by exactly `file.file_size` bytes of
     `data`, spread over one or more messages (the first chunk may share the `file` message).
+    With `accept_packed_files`, small files may instead come several to a message (`files`).
     """
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_artifact_service_pb2.ListArtifactsRequest, _artifact_service_pb2.ListArtifactsResponse]
     """Lists the direct children of a directory (or the whole subtree with `recursive`), sorted
@@ -136,9 +138,10 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """
     LogArtifacts: _aio.StreamUnaryMultiCallable[_artifact_service_pb2.LogArtifactsRequest, _artifact_service_pb2.LogArtifactsResponse]  # type: ignore[assignment]
     """Uploads many files in one stream, for directories of small files: per file a `header`,
-    its `data`, then `finish`. Each file is published atomically when its `finish` arrives;
-    per-file failures (for example ALREADY_EXISTS) are reported in the results and the stream
-    goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
+    its `data`, then `finish`, or several whole small files in one message (`files`, where
+    GetCapabilities sets `packed_files`). Each file is published atomically when its `finish`
+    arrives; per-file failures (for example ALREADY_EXISTS) are reported in the results and the
+    stream goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
     """
     DownloadArtifact: _aio.UnaryStreamMultiCallable[_artifact_service_pb2.DownloadArtifactRequest, _artifact_service_pb2.DownloadArtifactResponse]  # type: ignore[assignment]
     """Streams one file: the first message carries `info` (size, sha256), the rest `data`.
@@ -148,6 +151,7 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """Streams a whole directory tree: for each entry a message with `file` set (directories too,
     so empty directories survive), followed for files by exactly `file.file_size` bytes of
     `data`, spread over one or more messages (the first chunk may share the `file` message).
+    With `accept_packed_files`, small files may instead come several to a message (`files`).
     """
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_artifact_service_pb2.ListArtifactsRequest, _artifact_service_pb2.ListArtifactsResponse]  # type: ignore[assignment]
     """Lists the direct children of a directory (or the whole subtree with `recursive`), sorted
@@ -230,9 +234,10 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_artifact_service_pb2.LogArtifactsResponse, _abc.Awaitable[_artifact_service_pb2.LogArtifactsResponse]]:
         """Uploads many files in one stream, for directories of small files: per file a `header`,
-        its `data`, then `finish`. Each file is published atomically when its `finish` arrives;
-        per-file failures (for example ALREADY_EXISTS) are reported in the results and the stream
-        goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
+        its `data`, then `finish`, or several whole small files in one message (`files`, where
+        GetCapabilities sets `packed_files`). Each file is published atomically when its `finish`
+        arrives; per-file failures (for example ALREADY_EXISTS) are reported in the results and the
+        stream goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod
@@ -254,6 +259,7 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams a whole directory tree: for each entry a message with `file` set (directories too,
         so empty directories survive), followed for files by exactly `file.file_size` bytes of
         `data`, spread over one or more messages (the first chunk may share the `file` message).
+        With `accept_packed_files`, small files may instead come several to a message (`files`).
         """
 
     @_abc_1.abstractmethod

@@ -22,9 +22,10 @@ type ArtifactServiceClient interface {
 	// A stream that ends without `finish` is treated as interrupted (ABORTED) and publishes nothing.
 	LogArtifact(ctx context.Context, opts ...grpc.CallOption) (ArtifactService_LogArtifactClient, error)
 	// Uploads many files in one stream, for directories of small files: per file a `header`,
-	// its `data`, then `finish`. Each file is published atomically when its `finish` arrives;
-	// per-file failures (for example ALREADY_EXISTS) are reported in the results and the stream
-	// goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
+	// its `data`, then `finish`, or several whole small files in one message (`files`, where
+	// GetCapabilities sets `packed_files`). Each file is published atomically when its `finish`
+	// arrives; per-file failures (for example ALREADY_EXISTS) are reported in the results and the
+	// stream goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
 	LogArtifacts(ctx context.Context, opts ...grpc.CallOption) (ArtifactService_LogArtifactsClient, error)
 	// Streams one file: the first message carries `info` (size, sha256), the rest `data`.
 	// `offset` and `limit` select a byte range; OUT_OF_RANGE if `offset` is past the end.
@@ -32,6 +33,7 @@ type ArtifactServiceClient interface {
 	// Streams a whole directory tree: for each entry a message with `file` set (directories too,
 	// so empty directories survive), followed for files by exactly `file.file_size` bytes of
 	// `data`, spread over one or more messages (the first chunk may share the `file` message).
+	// With `accept_packed_files`, small files may instead come several to a message (`files`).
 	DownloadArtifacts(ctx context.Context, in *DownloadArtifactsRequest, opts ...grpc.CallOption) (ArtifactService_DownloadArtifactsClient, error)
 	// Lists the direct children of a directory (or the whole subtree with `recursive`), sorted
 	// by path segments, in pages. NOT_FOUND if the path does not exist, FAILED_PRECONDITION if it
@@ -334,9 +336,10 @@ type ArtifactServiceServer interface {
 	// A stream that ends without `finish` is treated as interrupted (ABORTED) and publishes nothing.
 	LogArtifact(ArtifactService_LogArtifactServer) error
 	// Uploads many files in one stream, for directories of small files: per file a `header`,
-	// its `data`, then `finish`. Each file is published atomically when its `finish` arrives;
-	// per-file failures (for example ALREADY_EXISTS) are reported in the results and the stream
-	// goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
+	// its `data`, then `finish`, or several whole small files in one message (`files`, where
+	// GetCapabilities sets `packed_files`). Each file is published atomically when its `finish`
+	// arrives; per-file failures (for example ALREADY_EXISTS) are reported in the results and the
+	// stream goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
 	LogArtifacts(ArtifactService_LogArtifactsServer) error
 	// Streams one file: the first message carries `info` (size, sha256), the rest `data`.
 	// `offset` and `limit` select a byte range; OUT_OF_RANGE if `offset` is past the end.
@@ -344,6 +347,7 @@ type ArtifactServiceServer interface {
 	// Streams a whole directory tree: for each entry a message with `file` set (directories too,
 	// so empty directories survive), followed for files by exactly `file.file_size` bytes of
 	// `data`, spread over one or more messages (the first chunk may share the `file` message).
+	// With `accept_packed_files`, small files may instead come several to a message (`files`).
 	DownloadArtifacts(*DownloadArtifactsRequest, ArtifactService_DownloadArtifactsServer) error
 	// Lists the direct children of a directory (or the whole subtree with `recursive`), sorted
 	// by path segments, in pages. NOT_FOUND if the path does not exist, FAILED_PRECONDITION if it

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file artifactd/v1/artifact_service.proto.
  */
 export const file_artifactd_v1_artifact_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNhcnRpZmFjdGQvdjEvYXJ0aWZhY3Rfc2VydmljZS5wcm90bxIMYXJ0aWZhY3RkLnYxIn4KCEZpbGVJbmZvEgwKBHBhdGgYASABKAkSDgoGaXNfZGlyGAIgASgIEhEKCWZpbGVfc2l6ZRgDIAEoAxIOCgZzaGEyNTYYBCABKAkSMQoNbW9kaWZpZWRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQEKDFVwbG9hZEhlYWRlchIMCgRwYXRoGAEgASgJEhEKBHNpemUYAiABKANIAIgBARIOCgZzaGEyNTYYAyABKAkSMAoJb3ZlcndyaXRlGAQgASgOMh0uYXJ0aWZhY3RkLnYxLk92ZXJ3cml0ZVBvbGljeRIOCgZydW5faWQYBSABKAkSEQoJdXBsb2FkX2lkGAYgASgJEg4KBm9mZnNldBgHIAEoA0IHCgVfc2l6ZSI+CgxVcGxvYWRGaW5pc2gSDgoGc2hhMjU2GAEgASgJEhMKBmNyYzMyYxgCIAEoB0gAiAEBQgkKB19jcmMzMmMiegoSTG9nQXJ0aWZhY3RSZXF1ZXN0EioKBmhlYWRlchgBIAEoCzIaLmFydGlmYWN0ZC52MS5VcGxvYWRIZWFkZXISDAoEZGF0YRgCIAEoDBIqCgZmaW5pc2gYAyABKAsyGi5hcnRpZmFjdGQudjEuVXBsb2FkRmluaXNoIjsKE0xvZ0FydGlmYWN0UmVzcG9uc2USJAoEZmlsZRgBIAEoCzIWLmFydGlmYWN0ZC52MS5GaWxlSW5mbyJ7ChNMb2dBcnRpZmFjdHNSZXF1ZXN0EioKBmhlYWRlchgBIAEoCzIaLmFydGlmYWN0ZC52MS5VcGxvYWRIZWFkZXISDAoEZGF0YRgCIAEoDBIqCgZmaW5pc2gYAyABKAsyGi5hcnRpZmFjdGQudjEuVXBsb2FkRmluaXNoImcKEkxvZ0FydGlmYWN0c1Jlc3VsdBIMCgRwYXRoGAEgASgJEgwKBGNvZGUYAiABKAUSDwoHbWVzc2FnZRgDIAEoCRIkCgRmaWxlGAQgASgLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvIkkKFExvZ0FydGlmYWN0c1Jlc3BvbnNlEjEKB3Jlc3VsdHMYASADKAsyIC5hcnRpZmFjdGQudjEuTG9nQXJ0aWZhY3RzUmVzdWx0IlYKF0Rvd25sb2FkQXJ0aWZhY3RSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGb2Zmc2V0GAIgASgDEg0KBWxpbWl0GAMgASgDEg4KBnJ1bl9pZBgEIAEoCSJOChhEb3dubG9hZEFydGlmYWN0UmVzcG9uc2USJAoEaW5mbxgBIAEoCzIWLmFydGlmYWN0ZC52MS5GaWxlSW5mbxIMCgRkYXRhGAIgASgMIjgKGERvd25sb2FkQXJ0aWZhY3RzUmVxdWVzdBIMCgRwYXRoGAEgASgJEg4KBnJ1bl9pZBgCIAEoCSJPChlEb3dubG9hZEFydGlmYWN0c1Jlc3BvbnNlEiQKBGZpbGUYASABKAsyFi5hcnRpZmFjdGQudjEuRmlsZUluZm8SDAoEZGF0YRgCIAEoDCJuChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRIOCgZydW5faWQYBSABKAkiVwoVTGlzdEFydGlmYWN0c1Jlc3BvbnNlEiUKBWZpbGVzGAEgAygLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIyChJHZXRBcnRpZmFjdFJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZydW5faWQYAiABKAkiOwoTR2V0QXJ0aWZhY3RSZXNwb25zZRIkCgRmaWxlGAEgASgLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvIjYKFkRlbGV0ZUFydGlmYWN0c1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZydW5faWQYAiABKAkiKgoXRGVsZXRlQXJ0aWZhY3RzUmVzcG9uc2USDwoHZXhpc3RlZBgBIAEoCCIYChZHZXRDYXBhYmlsaXRpZXNSZXF1ZXN0IuwCChdHZXRDYXBhYmlsaXRpZXNSZXNwb25zZRISCgpjaHVua19zaXplGAEgASgDEhgKEG1heF9tZXNzYWdlX3NpemUYAiABKAMSFwoPZGlnZXN0X2Z1bmN0aW9uGAMgASgJEhcKD21heF9iYXRjaF9maWxlcxgEIAEoBRIZChFkZWZhdWx0X3BhZ2Vfc2l6ZRgFIAEoBRIVCg1tYXhfcGFnZV9zaXplGAYgASgFEhcKD21heF9wYXRoX2xlbmd0aBgHIAEoBRIPCgdiYWNrZW5kGAggASgJEhwKFHN1cHBvcnRzX3JhbmdlX3JlYWRzGAkgASgIEiEKGXN1cHBvcnRzX211bHRpcGFydF91cGxvYWQYCiABKAgSHwoXc3VwcG9ydHNfcHJlc2lnbmVkX3VybHMYCyABKAgSGAoQdXBsb2FkX2NoZWNrc3VtcxgMIAMoCRIZChFtYXhfYXJ0aWZhY3Rfc2l6ZRgNIAEoAyLPAQoQUHJlc2lnbmVkUmVxdWVzdBILCgN1cmwYASABKAkSDgoGbWV0aG9kGAIgASgJEjwKB2hlYWRlcnMYAyADKAsyKy5hcnRpZmFjdGQudjEuUHJlc2lnbmVkUmVxdWVzdC5IZWFkZXJzRW50cnkSMAoMZXhwaXJlc190aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJwCgpVcGxvYWRQYXJ0EhMKC3BhcnRfbnVtYmVyGAEgASgFEg4KBm9mZnNldBgCIAEoAxIMCgRzaXplGAMgASgDEi8KB3JlcXVlc3QYBCABKAsyHi5hcnRpZmFjdGQudjEuUHJlc2lnbmVkUmVxdWVzdCKfAQocQ3JlYXRlTXVsdGlwYXJ0VXBsb2FkUmVxdWVzdBIMCgRwYXRoGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzaXplGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIwCglvdmVyd3JpdGUYBSABKA4yHS5hcnRpZmFjdGQudjEuT3ZlcndyaXRlUG9saWN5EhEKCXBhcnRfc2l6ZRgGIAEoAyLiAQodQ3JlYXRlTXVsdGlwYXJ0VXBsb2FkUmVzcG9uc2USEQoJc3VwcG9ydGVkGAEgASgIEhEKCXVwbG9hZF9pZBgCIAEoCRIRCglwYXJ0X3NpemUYAyABKAMSEgoKcGFydF9jb3VudBgEIAEoBRInCgVwYXJ0cxgFIAMoCzIYLmFydGlmYWN0ZC52MS5VcGxvYWRQYXJ0EhkKEW1heF91cmxzX3Blcl9jYWxsGAYgASgFEjAKDGV4cGlyZXNfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiSAodR2V0TXVsdGlwYXJ0VXBsb2FkVXJsc1JlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEhQKDHBhcnRfbnVtYmVycxgCIAMoBSJJCh5HZXRNdWx0aXBhcnRVcGxvYWRVcmxzUmVzcG9uc2USJwoFcGFydHMYASADKAsyGC5hcnRpZmFjdGQudjEuVXBsb2FkUGFydCI0Ch9MaXN0TXVsdGlwYXJ0VXBsb2FkUGFydHNSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSI9CgpTdG9yZWRQYXJ0EhMKC3BhcnRfbnVtYmVyGAEgASgFEgwKBGV0YWcYAiABKAkSDAoEc2l6ZRgDIAEoAyJyCiBMaXN0TXVsdGlwYXJ0VXBsb2FkUGFydHNSZXNwb25zZRInCgVwYXJ0cxgBIAMoCzIYLmFydGlmYWN0ZC52MS5TdG9yZWRQYXJ0EhEKCXBhcnRfc2l6ZRgCIAEoAxISCgpwYXJ0X2NvdW50GAMgASgFIlwKHkNvbXBsZXRlTXVsdGlwYXJ0VXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSJwoFcGFydHMYAiADKAsyGC5hcnRpZmFjdGQudjEuU3RvcmVkUGFydCJHCh9Db21wbGV0ZU11bHRpcGFydFVwbG9hZFJlc3BvbnNlEiQKBGZpbGUYASABKAsyFi5hcnRpZmFjdGQudjEuRmlsZUluZm8iMAobQWJvcnRNdWx0aXBhcnRVcGxvYWRSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSIvChxBYm9ydE11bHRpcGFydFVwbG9hZFJlc3BvbnNlEg8KB2V4aXN0ZWQYASABKAgiNQoVR2V0RG93bmxvYWRVcmxSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGcnVuX2lkGAIgASgJIoIBChZHZXREb3dubG9hZFVybFJlc3BvbnNlEhEKCXN1cHBvcnRlZBgBIAEoCBIkCgRmaWxlGAIgASgLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvEi8KB3JlcXVlc3QYAyABKAsyHi5hcnRpZmFjdGQudjEuUHJlc2lnbmVkUmVxdWVzdCKLAQobU3RhcnRSZXN1bWFibGVVcGxvYWRSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGcnVuX2lkGAIgASgJEgwKBHNpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJEjAKCW92ZXJ3cml0ZRgFIAEoDjIdLmFydGlmYWN0ZC52MS5PdmVyd3JpdGVQb2xpY3kidgocU3RhcnRSZXN1bWFibGVVcGxvYWRSZXNwb25zZRIRCglzdXBwb3J0ZWQYASABKAgSEQoJdXBsb2FkX2lkGAIgASgJEjAKDGV4cGlyZXNfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiLAoXUXVlcnlXcml0ZVN0YXR1c1JlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJIkAKGFF1ZXJ5V3JpdGVTdGF0dXNSZXNwb25zZRIWCg5jb21taXR0ZWRfc2l6ZRgBIAEoAxIMCgRzaXplGAIgASgDKngKD092ZXJ3cml0ZVBvbGljeRIgChxPVkVSV1JJVEVfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHgoaT1ZFUldSSVRFX1BPTElDWV9PVkVSV1JJVEUQARIjCh9PVkVSV1JJVEVfUE9MSUNZX0ZBSUxfSUZfRVhJU1RTEAIy8wwKD0FydGlmYWN0U2VydmljZRJUCgtMb2dBcnRpZmFjdBIgLmFydGlmYWN0ZC52MS5Mb2dBcnRpZmFjdFJlcXVlc3QaIS5hcnRpZmFjdGQudjEuTG9nQXJ0aWZhY3RSZXNwb25zZSgBElcKDExvZ0FydGlmYWN0cxIhLmFydGlmYWN0ZC52MS5Mb2dBcnRpZmFjdHNSZXF1ZXN0GiIuYXJ0aWZhY3RkLnYxLkxvZ0FydGlmYWN0c1Jlc3BvbnNlKAESYwoQRG93bmxvYWRBcnRpZmFjdBIlLmFydGlmYWN0ZC52MS5Eb3dubG9hZEFydGlmYWN0UmVxdWVzdBomLmFydGlmYWN0ZC52MS5Eb3dubG9hZEFydGlmYWN0UmVzcG9uc2UwARJmChFEb3dubG9hZEFydGlmYWN0cxImLmFydGlmYWN0ZC52MS5Eb3dubG9hZEFydGlmYWN0c1JlcXVlc3QaJy5hcnRpZmFjdGQudjEuRG93bmxvYWRBcnRpZmFjdHNSZXNwb25zZTABElgKDUxpc3RBcnRpZmFjdHMSIi5hcnRpZmFjdGQudjEuTGlzdEFydGlmYWN0c1JlcXVlc3QaIy5hcnRpZmFjdGQudjEuTGlzdEFydGlmYWN0c1Jlc3BvbnNlElIKC0dldEFydGlmYWN0EiAuYXJ0aWZhY3RkLnYxLkdldEFydGlmYWN0UmVxdWVzdBohLmFydGlmYWN0ZC52MS5HZXRBcnRpZmFjdFJlc3BvbnNlEl4KD0RlbGV0ZUFydGlmYWN0cxIkLmFydGlmYWN0ZC52MS5EZWxldGVBcnRpZmFjdHNSZXF1ZXN0GiUuYXJ0aWZhY3RkLnYxLkRlbGV0ZUFydGlmYWN0c1Jlc3BvbnNlEl4KD0dldENhcGFiaWxpdGllcxIkLmFydGlmYWN0ZC52MS5HZXRDYXBhYmlsaXRpZXNSZXF1ZXN0GiUuYXJ0aWZhY3RkLnYxLkdldENhcGFiaWxpdGllc1Jlc3BvbnNlEnAKFUNyZWF0ZU11bHRpcGFydFVwbG9hZBIqLmFydGlmYWN0ZC52MS5DcmVhdGVNdWx0aXBhcnRVcGxvYWRSZXF1ZXN0GisuYXJ0aWZhY3RkLnYxLkNyZWF0ZU11bHRpcGFydFVwbG9hZFJlc3BvbnNlEnMKFkdldE11bHRpcGFydFVwbG9hZFVybHMSKy5hcnRpZmFjdGQudjEuR2V0TXVsdGlwYXJ0VXBsb2FkVXJsc1JlcXVlc3QaLC5hcnRpZmFjdGQudjEuR2V0TXVsdGlwYXJ0VXBsb2FkVXJsc1Jlc3BvbnNlEnkKGExpc3RNdWx0aXBhcnRVcGxvYWRQYXJ0cxItLmFydGlmYWN0ZC52MS5MaXN0TXVsdGlwYXJ0VXBsb2FkUGFydHNSZXF1ZXN0Gi4uYXJ0aWZhY3RkLnYxLkxpc3RNdWx0aXBhcnRVcGxvYWRQYXJ0c1Jlc3BvbnNlEnYKF0NvbXBsZXRlTXVsdGlwYXJ0VXBsb2FkEiwuYXJ0aWZhY3RkLnYxLkNvbXBsZXRlTXVsdGlwYXJ0VXBsb2FkUmVxdWVzdBotLmFydGlmYWN0ZC52MS5Db21wbGV0ZU11bHRpcGFydFVwbG9hZFJlc3BvbnNlEm0KFEFib3J0TXVsdGlwYXJ0VXBsb2FkEikuYXJ0aWZhY3RkLnYxLkFib3J0TXVsdGlwYXJ0VXBsb2FkUmVxdWVzdBoqLmFydGlmYWN0ZC52MS5BYm9ydE11bHRpcGFydFVwbG9hZFJlc3BvbnNlEm0KFFN0YXJ0UmVzdW1hYmxlVXBsb2FkEikuYXJ0aWZhY3RkLnYxLlN0YXJ0UmVzdW1hYmxlVXBsb2FkUmVxdWVzdBoqLmFydGlmYWN0ZC52MS5TdGFydFJlc3VtYWJsZVVwbG9hZFJlc3BvbnNlEmEKEFF1ZXJ5V3JpdGVTdGF0dXMSJS5hcnRpZmFjdGQudjEuUXVlcnlXcml0ZVN0YXR1c1JlcXVlc3QaJi5hcnRpZmFjdGQudjEuUXVlcnlXcml0ZVN0YXR1c1Jlc3BvbnNlElsKDkdldERvd25sb2FkVXJsEiMuYXJ0aWZhY3RkLnYxLkdldERvd25sb2FkVXJsUmVxdWVzdBokLmFydGlmYWN0ZC52MS5HZXREb3dubG9hZFVybFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CiNhcnRpZmFjdGQvdjEvYXJ0aWZhY3Rfc2VydmljZS5wcm90bxIMYXJ0aWZhY3RkLnYxIn4KCEZpbGVJbmZvEgwKBHBhdGgYASABKAkSDgoGaXNfZGlyGAIgASgIEhEKCWZpbGVfc2l6ZRgDIAEoAxIOCgZzaGEyNTYYBCABKAkSMQoNbW9kaWZpZWRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirQEKDFVwbG9hZEhlYWRlchIMCgRwYXRoGAEgASgJEhEKBHNpemUYAiABKANIAIgBARIOCgZzaGEyNTYYAyABKAkSMAoJb3ZlcndyaXRlGAQgASgOMh0uYXJ0aWZhY3RkLnYxLk92ZXJ3cml0ZVBvbGljeRIOCgZydW5faWQYBSABKAkSEQoJdXBsb2FkX2lkGAYgASgJEg4KBm9mZnNldBgHIAEoA0IHCgVfc2l6ZSI+CgxVcGxvYWRGaW5pc2gSDgoGc2hhMjU2GAEgASgJEhMKBmNyYzMyYxgCIAEoB0gAiAEBQgkKB19jcmMzMmMiegoSTG9nQXJ0aWZhY3RSZXF1ZXN0EioKBmhlYWRlchgBIAEoCzIaLmFydGlmYWN0ZC52MS5VcGxvYWRIZWFkZXISDAoEZGF0YRgCIAEoDBIqCgZmaW5pc2gYAyABKAsyGi5hcnRpZmFjdGQudjEuVXBsb2FkRmluaXNoIjsKE0xvZ0FydGlmYWN0UmVzcG9uc2USJAoEZmlsZRgBIAEoCzIWLmFydGlmYWN0ZC52MS5GaWxlSW5mbyKmAQoTTG9nQXJ0aWZhY3RzUmVxdWVzdBIqCgZoZWFkZXIYASABKAsyGi5hcnRpZmFjdGQudjEuVXBsb2FkSGVhZGVyEgwKBGRhdGEYAiABKAwSKgoGZmluaXNoGAMgASgLMhouYXJ0aWZhY3RkLnYxLlVwbG9hZEZpbmlzaBIpCgVmaWxlcxgEIAMoCzIaLmFydGlmYWN0ZC52MS5QYWNrZWRVcGxvYWQidAoMUGFja2VkVXBsb2FkEioKBmhlYWRlchgBIAEoCzIaLmFydGlmYWN0ZC52MS5VcGxvYWRIZWFkZXISDAoEZGF0YRgCIAEoDBIqCgZmaW5pc2gYAyABKAsyGi5hcnRpZmFjdGQudjEuVXBsb2FkRmluaXNoImcKEkxvZ0FydGlmYWN0c1Jlc3VsdBIMCgRwYXRoGAEgASgJEgwKBGNvZGUYAiABKAUSDwoHbWVzc2FnZRgDIAEoCRIkCgRmaWxlGAQgASgLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvIkkKFExvZ0FydGlmYWN0c1Jlc3BvbnNlEjEKB3Jlc3VsdHMYASADKAsyIC5hcnRpZmFjdGQudjEuTG9nQXJ0aWZhY3RzUmVzdWx0IlYKF0Rvd25sb2FkQXJ0aWZhY3RSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGb2Zmc2V0GAIgASgDEg0KBWxpbWl0GAMgASgDEg4KBnJ1bl9pZBgEIAEoCSJOChhEb3dubG9hZEFydGlmYWN0UmVzcG9uc2USJAoEaW5mbxgBIAEoCzIWLmFydGlmYWN0ZC52MS5GaWxlSW5mbxIMCgRkYXRhGAIgASgMIlUKGERvd25sb2FkQXJ0aWZhY3RzUmVxdWVzdBIMCgRwYXRoGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIbChNhY2NlcHRfcGFja2VkX2ZpbGVzGAMgASgIInwKGURvd25sb2FkQXJ0aWZhY3RzUmVzcG9uc2USJAoEZmlsZRgBIAEoCzIWLmFydGlmYWN0ZC52MS5GaWxlSW5mbxIMCgRkYXRhGAIgASgMEisKBWZpbGVzGAMgAygLMhwuYXJ0aWZhY3RkLnYxLlBhY2tlZERvd25sb2FkIkQKDlBhY2tlZERvd25sb2FkEiQKBGZpbGUYASABKAsyFi5hcnRpZmFjdGQudjEuRmlsZUluZm8SDAoEZGF0YRgCIAEoDCJuChRMaXN0QXJ0aWZhY3RzUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCRIOCgZydW5faWQYBSABKAkiVwoVTGlzdEFydGlmYWN0c1Jlc3BvbnNlEiUKBWZpbGVzGAEgAygLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIyChJHZXRBcnRpZmFjdFJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZydW5faWQYAiABKAkiOwoTR2V0QXJ0aWZhY3RSZXNwb25zZRIkCgRmaWxlGAEgASgLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvIjYKFkRlbGV0ZUFydGlmYWN0c1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZydW5faWQYAiABKAkiKgoXRGVsZXRlQXJ0aWZhY3RzUmVzcG9uc2USDwoHZXhpc3RlZBgBIAEoCCIYChZHZXRDYXBhYmlsaXRpZXNSZXF1ZXN0IoIDChdHZXRDYXBhYmlsaXRpZXNSZXNwb25zZRISCgpjaHVua19zaXplGAEgASgDEhgKEG1heF9tZXNzYWdlX3NpemUYAiABKAMSFwoPZGlnZXN0X2Z1bmN0aW9uGAMgASgJEhcKD21heF9iYXRjaF9maWxlcxgEIAEoBRIZChFkZWZhdWx0X3BhZ2Vfc2l6ZRgFIAEoBRIVCg1tYXhfcGFnZV9zaXplGAYgASgFEhcKD21heF9wYXRoX2xlbmd0aBgHIAEoBRIPCgdiYWNrZW5kGAggASgJEhwKFHN1cHBvcnRzX3JhbmdlX3JlYWRzGAkgASgIEiEKGXN1cHBvcnRzX211bHRpcGFydF91cGxvYWQYCiABKAgSHwoXc3VwcG9ydHNfcHJlc2lnbmVkX3VybHMYCyABKAgSGAoQdXBsb2FkX2NoZWNrc3VtcxgMIAMoCRIZChFtYXhfYXJ0aWZhY3Rfc2l6ZRgNIAEoAxIUCgxwYWNrZWRfZmlsZXMYDiABKAgizwEKEFByZXNpZ25lZFJlcXVlc3QSCwoDdXJsGAEgASgJEg4KBm1ldGhvZBgCIAEoCRI8CgdoZWFkZXJzGAMgAygLMisuYXJ0aWZhY3RkLnYxLlByZXNpZ25lZFJlcXVlc3QuSGVhZGVyc0VudHJ5EjAKDGV4cGlyZXNfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicAoKVXBsb2FkUGFydBITCgtwYXJ0X251bWJlchgBIAEoBRIOCgZvZmZzZXQYAiABKAMSDAoEc2l6ZRgDIAEoAxIvCgdyZXF1ZXN0GAQgASgLMh4uYXJ0aWZhY3RkLnYxLlByZXNpZ25lZFJlcXVlc3QinwEKHENyZWF0ZU11bHRpcGFydFVwbG9hZFJlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZydW5faWQYAiABKAkSDAoEc2l6ZRgDIAEoAxIOCgZzaGEyNTYYBCABKAkSMAoJb3ZlcndyaXRlGAUgASgOMh0uYXJ0aWZhY3RkLnYxLk92ZXJ3cml0ZVBvbGljeRIRCglwYXJ0X3NpemUYBiABKAMi4gEKHUNyZWF0ZU11bHRpcGFydFVwbG9hZFJlc3BvbnNlEhEKCXN1cHBvcnRlZBgBIAEoCBIRCgl1cGxvYWRfaWQYAiABKAkSEQoJcGFydF9zaXplGAMgASgDEhIKCnBhcnRfY291bnQYBCABKAUSJwoFcGFydHMYBSADKAsyGC5hcnRpZmFjdGQudjEuVXBsb2FkUGFydBIZChFtYXhfdXJsc19wZXJfY2FsbBgGIAEoBRIwCgxleHBpcmVzX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkgKHUdldE11bHRpcGFydFVwbG9hZFVybHNSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCRIUCgxwYXJ0X251bWJlcnMYAiADKAUiSQoeR2V0TXVsdGlwYXJ0VXBsb2FkVXJsc1Jlc3BvbnNlEicKBXBhcnRzGAEgAygLMhguYXJ0aWZhY3RkLnYxLlVwbG9hZFBhcnQiNAofTGlzdE11bHRpcGFydFVwbG9hZFBhcnRzUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkiPQoKU3RvcmVkUGFydBITCgtwYXJ0X251bWJlchgBIAEoBRIMCgRldGFnGAIgASgJEgwKBHNpemUYAyABKAMicgogTGlzdE11bHRpcGFydFVwbG9hZFBhcnRzUmVzcG9uc2USJwoFcGFydHMYASADKAsyGC5hcnRpZmFjdGQudjEuU3RvcmVkUGFydBIRCglwYXJ0X3NpemUYAiABKAMSEgoKcGFydF9jb3VudBgDIAEoBSJcCh5Db21wbGV0ZU11bHRpcGFydFVwbG9hZFJlcXVlc3QSEQoJdXBsb2FkX2lkGAEgASgJEicKBXBhcnRzGAIgAygLMhguYXJ0aWZhY3RkLnYxLlN0b3JlZFBhcnQiRwofQ29tcGxldGVNdWx0aXBhcnRVcGxvYWRSZXNwb25zZRIkCgRmaWxlGAEgASgLMhYuYXJ0aWZhY3RkLnYxLkZpbGVJbmZvIjAKG0Fib3J0TXVsdGlwYXJ0VXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkiLwocQWJvcnRNdWx0aXBhcnRVcGxvYWRSZXNwb25zZRIPCgdleGlzdGVkGAEgASgIIjUKFUdldERvd25sb2FkVXJsUmVxdWVzdBIMCgRwYXRoGAEgASgJEg4KBnJ1bl9pZBgCIAEoCSKCAQoWR2V0RG93bmxvYWRVcmxSZXNwb25zZRIRCglzdXBwb3J0ZWQYASABKAgSJAoEZmlsZRgCIAEoCzIWLmFydGlmYWN0ZC52MS5GaWxlSW5mbxIvCgdyZXF1ZXN0GAMgASgLMh4uYXJ0aWZhY3RkLnYxLlByZXNpZ25lZFJlcXVlc3QiiwEKG1N0YXJ0UmVzdW1hYmxlVXBsb2FkUmVxdWVzdBIMCgRwYXRoGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIMCgRzaXplGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIwCglvdmVyd3JpdGUYBSABKA4yHS5hcnRpZmFjdGQudjEuT3ZlcndyaXRlUG9saWN5InYKHFN0YXJ0UmVzdW1hYmxlVXBsb2FkUmVzcG9uc2USEQoJc3VwcG9ydGVkGAEgASgIEhEKCXVwbG9hZF9pZBgCIAEoCRIwCgxleHBpcmVzX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiwKF1F1ZXJ5V3JpdGVTdGF0dXNSZXF1ZXN0EhEKCXVwbG9hZF9pZBgBIAEoCSJAChhRdWVyeVdyaXRlU3RhdHVzUmVzcG9uc2USFgoOY29tbWl0dGVkX3NpemUYASABKAMSDAoEc2l6ZRgCIAEoAyp4Cg9PdmVyd3JpdGVQb2xpY3kSIAocT1ZFUldSSVRFX1BPTElDWV9VTlNQRUNJRklFRBAAEh4KGk9WRVJXUklURV9QT0xJQ1lfT1ZFUldSSVRFEAESIwofT1ZFUldSSVRFX1BPTElDWV9GQUlMX0lGX0VYSVNUUxACMvMMCg9BcnRpZmFjdFNlcnZpY2USVAoLTG9nQXJ0aWZhY3QSIC5hcnRpZmFjdGQudjEuTG9nQXJ0aWZhY3RSZXF1ZXN0GiEuYXJ0aWZhY3RkLnYxLkxvZ0FydGlmYWN0UmVzcG9uc2UoARJXCgxMb2dBcnRpZmFjdHMSIS5hcnRpZmFjdGQudjEuTG9nQXJ0aWZhY3RzUmVxdWVzdBoiLmFydGlmYWN0ZC52MS5Mb2dBcnRpZmFjdHNSZXNwb25zZSgBEmMKEERvd25sb2FkQXJ0aWZhY3QSJS5hcnRpZmFjdGQudjEuRG93bmxvYWRBcnRpZmFjdFJlcXVlc3QaJi5hcnRpZmFjdGQudjEuRG93bmxvYWRBcnRpZmFjdFJlc3BvbnNlMAESZgoRRG93bmxvYWRBcnRpZmFjdHMSJi5hcnRpZmFjdGQudjEuRG93bmxvYWRBcnRpZmFjdHNSZXF1ZXN0GicuYXJ0aWZhY3RkLnYxLkRvd25sb2FkQXJ0aWZhY3RzUmVzcG9uc2UwARJYCg1MaXN0QXJ0aWZhY3RzEiIuYXJ0aWZhY3RkLnYxLkxpc3RBcnRpZmFjdHNSZXF1ZXN0GiMuYXJ0aWZhY3RkLnYxLkxpc3RBcnRpZmFjdHNSZXNwb25zZRJSCgtHZXRBcnRpZmFjdBIgLmFydGlmYWN0ZC52MS5HZXRBcnRpZmFjdFJlcXVlc3QaIS5hcnRpZmFjdGQudjEuR2V0QXJ0aWZhY3RSZXNwb25zZRJeCg9EZWxldGVBcnRpZmFjdHMSJC5hcnRpZmFjdGQudjEuRGVsZXRlQXJ0aWZhY3RzUmVxdWVzdBolLmFydGlmYWN0ZC52MS5EZWxldGVBcnRpZmFjdHNSZXNwb25zZRJeCg9HZXRDYXBhYmlsaXRpZXMSJC5hcnRpZmFjdGQudjEuR2V0Q2FwYWJpbGl0aWVzUmVxdWVzdBolLmFydGlmYWN0ZC52MS5HZXRDYXBhYmlsaXRpZXNSZXNwb25zZRJwChVDcmVhdGVNdWx0aXBhcnRVcGxvYWQSKi5hcnRpZmFjdGQudjEuQ3JlYXRlTXVsdGlwYXJ0VXBsb2FkUmVxdWVzdBorLmFydGlmYWN0ZC52MS5DcmVhdGVNdWx0aXBhcnRVcGxvYWRSZXNwb25zZRJzChZHZXRNdWx0aXBhcnRVcGxvYWRVcmxzEisuYXJ0aWZhY3RkLnYxLkdldE11bHRpcGFydFVwbG9hZFVybHNSZXF1ZXN0GiwuYXJ0aWZhY3RkLnYxLkdldE11bHRpcGFydFVwbG9hZFVybHNSZXNwb25zZRJ5ChhMaXN0TXVsdGlwYXJ0VXBsb2FkUGFydHMSLS5hcnRpZmFjdGQudjEuTGlzdE11bHRpcGFydFVwbG9hZFBhcnRzUmVxdWVzdBouLmFydGlmYWN0ZC52MS5MaXN0TXVsdGlwYXJ0VXBsb2FkUGFydHNSZXNwb25zZRJ2ChdDb21wbGV0ZU11bHRpcGFydFVwbG9hZBIsLmFydGlmYWN0ZC52MS5Db21wbGV0ZU11bHRpcGFydFVwbG9hZFJlcXVlc3QaLS5hcnRpZmFjdGQudjEuQ29tcGxldGVNdWx0aXBhcnRVcGxvYWRSZXNwb25zZRJtChRBYm9ydE11bHRpcGFydFVwbG9hZBIpLmFydGlmYWN0ZC52MS5BYm9ydE11bHRpcGFydFVwbG9hZFJlcXVlc3QaKi5hcnRpZmFjdGQudjEuQWJvcnRNdWx0aXBhcnRVcGxvYWRSZXNwb25zZRJtChRTdGFydFJlc3VtYWJsZVVwbG9hZBIpLmFydGlmYWN0ZC52MS5TdGFydFJlc3VtYWJsZVVwbG9hZFJlcXVlc3QaKi5hcnRpZmFjdGQudjEuU3RhcnRSZXN1bWFibGVVcGxvYWRSZXNwb25zZRJhChBRdWVyeVdyaXRlU3RhdHVzEiUuYXJ0aWZhY3RkLnYxLlF1ZXJ5V3JpdGVTdGF0dXNSZXF1ZXN0GiYuYXJ0aWZhY3RkLnYxLlF1ZXJ5V3JpdGVTdGF0dXNSZXNwb25zZRJbCg5HZXREb3dubG9hZFVybBIjLmFydGlmYWN0ZC52MS5HZXREb3dubG9hZFVybFJlcXVlc3QaJC5hcnRpZmFjdGQudjEuR2V0RG93bmxvYWRVcmxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * One stored entry.
@@ -227,6 +227,16 @@ export type LogArtifactsRequest = Message<"artifactd.v1.LogArtifactsRequest"> & 
    * @generated from field: artifactd.v1.UploadFinish finish = 3;
    */
   finish?: UploadFinish | undefined;
+
+  /**
+   * Whole small files, each complete, handled as if each had come as its own header + data +
+   * finish message, in this order. A message with `files` sets no `header`, `data` or `finish`
+   * and comes between files, not inside one. Only for a server whose GetCapabilities sets
+   * `packed_files`: one message per file costs both sides more than the file's bytes do.
+   *
+   * @generated from field: repeated artifactd.v1.PackedUpload files = 4;
+   */
+  files: PackedUpload[];
 };
 
 /**
@@ -235,6 +245,36 @@ export type LogArtifactsRequest = Message<"artifactd.v1.LogArtifactsRequest"> & 
  */
 export const LogArtifactsRequestSchema: GenMessage<LogArtifactsRequest> = /*@__PURE__*/
   messageDesc(file_artifactd_v1_artifact_service, 5);
+
+/**
+ * One whole file of a LogArtifactsRequest's `files`: the fields of its header, data and
+ * finish messages in one.
+ *
+ * @generated from message artifactd.v1.PackedUpload
+ */
+export type PackedUpload = Message<"artifactd.v1.PackedUpload"> & {
+  /**
+   * @generated from field: artifactd.v1.UploadHeader header = 1;
+   */
+  header?: UploadHeader | undefined;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: artifactd.v1.UploadFinish finish = 3;
+   */
+  finish?: UploadFinish | undefined;
+};
+
+/**
+ * Describes the message artifactd.v1.PackedUpload.
+ * Use `create(PackedUploadSchema)` to create a new message.
+ */
+export const PackedUploadSchema: GenMessage<PackedUpload> = /*@__PURE__*/
+  messageDesc(file_artifactd_v1_artifact_service, 6);
 
 /**
  * The outcome for one file of a LogArtifacts stream.
@@ -272,7 +312,7 @@ export type LogArtifactsResult = Message<"artifactd.v1.LogArtifactsResult"> & {
  * Use `create(LogArtifactsResultSchema)` to create a new message.
  */
 export const LogArtifactsResultSchema: GenMessage<LogArtifactsResult> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 6);
+  messageDesc(file_artifactd_v1_artifact_service, 7);
 
 /**
  * @generated from message artifactd.v1.LogArtifactsResponse
@@ -289,7 +329,7 @@ export type LogArtifactsResponse = Message<"artifactd.v1.LogArtifactsResponse"> 
  * Use `create(LogArtifactsResponseSchema)` to create a new message.
  */
 export const LogArtifactsResponseSchema: GenMessage<LogArtifactsResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 7);
+  messageDesc(file_artifactd_v1_artifact_service, 8);
 
 /**
  * @generated from message artifactd.v1.DownloadArtifactRequest
@@ -329,7 +369,7 @@ export type DownloadArtifactRequest = Message<"artifactd.v1.DownloadArtifactRequ
  * Use `create(DownloadArtifactRequestSchema)` to create a new message.
  */
 export const DownloadArtifactRequestSchema: GenMessage<DownloadArtifactRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 8);
+  messageDesc(file_artifactd_v1_artifact_service, 9);
 
 /**
  * @generated from message artifactd.v1.DownloadArtifactResponse
@@ -353,7 +393,7 @@ export type DownloadArtifactResponse = Message<"artifactd.v1.DownloadArtifactRes
  * Use `create(DownloadArtifactResponseSchema)` to create a new message.
  */
 export const DownloadArtifactResponseSchema: GenMessage<DownloadArtifactResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 9);
+  messageDesc(file_artifactd_v1_artifact_service, 10);
 
 /**
  * @generated from message artifactd.v1.DownloadArtifactsRequest
@@ -374,6 +414,14 @@ export type DownloadArtifactsRequest = Message<"artifactd.v1.DownloadArtifactsRe
    * @generated from field: string run_id = 2;
    */
   runId: string;
+
+  /**
+   * The client reads DownloadArtifactsResponse.files: the server may then send small files
+   * several to a message. A server without `packed_files` in its capabilities ignores this.
+   *
+   * @generated from field: bool accept_packed_files = 3;
+   */
+  acceptPackedFiles: boolean;
 };
 
 /**
@@ -381,7 +429,7 @@ export type DownloadArtifactsRequest = Message<"artifactd.v1.DownloadArtifactsRe
  * Use `create(DownloadArtifactsRequestSchema)` to create a new message.
  */
 export const DownloadArtifactsRequestSchema: GenMessage<DownloadArtifactsRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 10);
+  messageDesc(file_artifactd_v1_artifact_service, 11);
 
 /**
  * @generated from message artifactd.v1.DownloadArtifactsResponse
@@ -398,6 +446,14 @@ export type DownloadArtifactsResponse = Message<"artifactd.v1.DownloadArtifactsR
    * @generated from field: bytes data = 2;
    */
   data: Uint8Array;
+
+  /**
+   * Only when the request set `accept_packed_files`: whole files (each its info and all of its
+   * bytes), in tree order; a message with `files` sets no `file` or `data`.
+   *
+   * @generated from field: repeated artifactd.v1.PackedDownload files = 3;
+   */
+  files: PackedDownload[];
 };
 
 /**
@@ -405,7 +461,31 @@ export type DownloadArtifactsResponse = Message<"artifactd.v1.DownloadArtifactsR
  * Use `create(DownloadArtifactsResponseSchema)` to create a new message.
  */
 export const DownloadArtifactsResponseSchema: GenMessage<DownloadArtifactsResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 11);
+  messageDesc(file_artifactd_v1_artifact_service, 12);
+
+/**
+ * One whole file of a DownloadArtifactsResponse's `files`.
+ *
+ * @generated from message artifactd.v1.PackedDownload
+ */
+export type PackedDownload = Message<"artifactd.v1.PackedDownload"> & {
+  /**
+   * @generated from field: artifactd.v1.FileInfo file = 1;
+   */
+  file?: FileInfo | undefined;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message artifactd.v1.PackedDownload.
+ * Use `create(PackedDownloadSchema)` to create a new message.
+ */
+export const PackedDownloadSchema: GenMessage<PackedDownload> = /*@__PURE__*/
+  messageDesc(file_artifactd_v1_artifact_service, 13);
 
 /**
  * @generated from message artifactd.v1.ListArtifactsRequest
@@ -454,7 +534,7 @@ export type ListArtifactsRequest = Message<"artifactd.v1.ListArtifactsRequest"> 
  * Use `create(ListArtifactsRequestSchema)` to create a new message.
  */
 export const ListArtifactsRequestSchema: GenMessage<ListArtifactsRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 12);
+  messageDesc(file_artifactd_v1_artifact_service, 14);
 
 /**
  * @generated from message artifactd.v1.ListArtifactsResponse
@@ -478,7 +558,7 @@ export type ListArtifactsResponse = Message<"artifactd.v1.ListArtifactsResponse"
  * Use `create(ListArtifactsResponseSchema)` to create a new message.
  */
 export const ListArtifactsResponseSchema: GenMessage<ListArtifactsResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 13);
+  messageDesc(file_artifactd_v1_artifact_service, 15);
 
 /**
  * @generated from message artifactd.v1.GetArtifactRequest
@@ -504,7 +584,7 @@ export type GetArtifactRequest = Message<"artifactd.v1.GetArtifactRequest"> & {
  * Use `create(GetArtifactRequestSchema)` to create a new message.
  */
 export const GetArtifactRequestSchema: GenMessage<GetArtifactRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 14);
+  messageDesc(file_artifactd_v1_artifact_service, 16);
 
 /**
  * @generated from message artifactd.v1.GetArtifactResponse
@@ -521,7 +601,7 @@ export type GetArtifactResponse = Message<"artifactd.v1.GetArtifactResponse"> & 
  * Use `create(GetArtifactResponseSchema)` to create a new message.
  */
 export const GetArtifactResponseSchema: GenMessage<GetArtifactResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 15);
+  messageDesc(file_artifactd_v1_artifact_service, 17);
 
 /**
  * @generated from message artifactd.v1.DeleteArtifactsRequest
@@ -547,7 +627,7 @@ export type DeleteArtifactsRequest = Message<"artifactd.v1.DeleteArtifactsReques
  * Use `create(DeleteArtifactsRequestSchema)` to create a new message.
  */
 export const DeleteArtifactsRequestSchema: GenMessage<DeleteArtifactsRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 16);
+  messageDesc(file_artifactd_v1_artifact_service, 18);
 
 /**
  * @generated from message artifactd.v1.DeleteArtifactsResponse
@@ -566,7 +646,7 @@ export type DeleteArtifactsResponse = Message<"artifactd.v1.DeleteArtifactsRespo
  * Use `create(DeleteArtifactsResponseSchema)` to create a new message.
  */
 export const DeleteArtifactsResponseSchema: GenMessage<DeleteArtifactsResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 17);
+  messageDesc(file_artifactd_v1_artifact_service, 19);
 
 /**
  * @generated from message artifactd.v1.GetCapabilitiesRequest
@@ -579,7 +659,7 @@ export type GetCapabilitiesRequest = Message<"artifactd.v1.GetCapabilitiesReques
  * Use `create(GetCapabilitiesRequestSchema)` to create a new message.
  */
 export const GetCapabilitiesRequestSchema: GenMessage<GetCapabilitiesRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 18);
+  messageDesc(file_artifactd_v1_artifact_service, 20);
 
 /**
  * @generated from message artifactd.v1.GetCapabilitiesResponse
@@ -672,6 +752,14 @@ export type GetCapabilitiesResponse = Message<"artifactd.v1.GetCapabilitiesRespo
    * @generated from field: int64 max_artifact_size = 13;
    */
   maxArtifactSize: bigint;
+
+  /**
+   * The server reads LogArtifactsRequest.files and answers
+   * DownloadArtifactsRequest.accept_packed_files.
+   *
+   * @generated from field: bool packed_files = 14;
+   */
+  packedFiles: boolean;
 };
 
 /**
@@ -679,7 +767,7 @@ export type GetCapabilitiesResponse = Message<"artifactd.v1.GetCapabilitiesRespo
  * Use `create(GetCapabilitiesResponseSchema)` to create a new message.
  */
 export const GetCapabilitiesResponseSchema: GenMessage<GetCapabilitiesResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 19);
+  messageDesc(file_artifactd_v1_artifact_service, 21);
 
 /**
  * An HTTP request the client makes itself, straight to storage.
@@ -719,7 +807,7 @@ export type PresignedRequest = Message<"artifactd.v1.PresignedRequest"> & {
  * Use `create(PresignedRequestSchema)` to create a new message.
  */
 export const PresignedRequestSchema: GenMessage<PresignedRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 20);
+  messageDesc(file_artifactd_v1_artifact_service, 22);
 
 /**
  * One part of a multipart upload: bytes [offset, offset + size) of the file.
@@ -757,7 +845,7 @@ export type UploadPart = Message<"artifactd.v1.UploadPart"> & {
  * Use `create(UploadPartSchema)` to create a new message.
  */
 export const UploadPartSchema: GenMessage<UploadPart> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 21);
+  messageDesc(file_artifactd_v1_artifact_service, 23);
 
 /**
  * @generated from message artifactd.v1.CreateMultipartUploadRequest
@@ -809,7 +897,7 @@ export type CreateMultipartUploadRequest = Message<"artifactd.v1.CreateMultipart
  * Use `create(CreateMultipartUploadRequestSchema)` to create a new message.
  */
 export const CreateMultipartUploadRequestSchema: GenMessage<CreateMultipartUploadRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 22);
+  messageDesc(file_artifactd_v1_artifact_service, 24);
 
 /**
  * @generated from message artifactd.v1.CreateMultipartUploadResponse
@@ -864,7 +952,7 @@ export type CreateMultipartUploadResponse = Message<"artifactd.v1.CreateMultipar
  * Use `create(CreateMultipartUploadResponseSchema)` to create a new message.
  */
 export const CreateMultipartUploadResponseSchema: GenMessage<CreateMultipartUploadResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 23);
+  messageDesc(file_artifactd_v1_artifact_service, 25);
 
 /**
  * @generated from message artifactd.v1.GetMultipartUploadUrlsRequest
@@ -886,7 +974,7 @@ export type GetMultipartUploadUrlsRequest = Message<"artifactd.v1.GetMultipartUp
  * Use `create(GetMultipartUploadUrlsRequestSchema)` to create a new message.
  */
 export const GetMultipartUploadUrlsRequestSchema: GenMessage<GetMultipartUploadUrlsRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 24);
+  messageDesc(file_artifactd_v1_artifact_service, 26);
 
 /**
  * @generated from message artifactd.v1.GetMultipartUploadUrlsResponse
@@ -903,7 +991,7 @@ export type GetMultipartUploadUrlsResponse = Message<"artifactd.v1.GetMultipartU
  * Use `create(GetMultipartUploadUrlsResponseSchema)` to create a new message.
  */
 export const GetMultipartUploadUrlsResponseSchema: GenMessage<GetMultipartUploadUrlsResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 25);
+  messageDesc(file_artifactd_v1_artifact_service, 27);
 
 /**
  * @generated from message artifactd.v1.ListMultipartUploadPartsRequest
@@ -920,7 +1008,7 @@ export type ListMultipartUploadPartsRequest = Message<"artifactd.v1.ListMultipar
  * Use `create(ListMultipartUploadPartsRequestSchema)` to create a new message.
  */
 export const ListMultipartUploadPartsRequestSchema: GenMessage<ListMultipartUploadPartsRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 26);
+  messageDesc(file_artifactd_v1_artifact_service, 28);
 
 /**
  * A part storage holds.
@@ -949,7 +1037,7 @@ export type StoredPart = Message<"artifactd.v1.StoredPart"> & {
  * Use `create(StoredPartSchema)` to create a new message.
  */
 export const StoredPartSchema: GenMessage<StoredPart> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 27);
+  messageDesc(file_artifactd_v1_artifact_service, 29);
 
 /**
  * @generated from message artifactd.v1.ListMultipartUploadPartsResponse
@@ -976,7 +1064,7 @@ export type ListMultipartUploadPartsResponse = Message<"artifactd.v1.ListMultipa
  * Use `create(ListMultipartUploadPartsResponseSchema)` to create a new message.
  */
 export const ListMultipartUploadPartsResponseSchema: GenMessage<ListMultipartUploadPartsResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 28);
+  messageDesc(file_artifactd_v1_artifact_service, 30);
 
 /**
  * @generated from message artifactd.v1.CompleteMultipartUploadRequest
@@ -1000,7 +1088,7 @@ export type CompleteMultipartUploadRequest = Message<"artifactd.v1.CompleteMulti
  * Use `create(CompleteMultipartUploadRequestSchema)` to create a new message.
  */
 export const CompleteMultipartUploadRequestSchema: GenMessage<CompleteMultipartUploadRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 29);
+  messageDesc(file_artifactd_v1_artifact_service, 31);
 
 /**
  * @generated from message artifactd.v1.CompleteMultipartUploadResponse
@@ -1017,7 +1105,7 @@ export type CompleteMultipartUploadResponse = Message<"artifactd.v1.CompleteMult
  * Use `create(CompleteMultipartUploadResponseSchema)` to create a new message.
  */
 export const CompleteMultipartUploadResponseSchema: GenMessage<CompleteMultipartUploadResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 30);
+  messageDesc(file_artifactd_v1_artifact_service, 32);
 
 /**
  * @generated from message artifactd.v1.AbortMultipartUploadRequest
@@ -1034,7 +1122,7 @@ export type AbortMultipartUploadRequest = Message<"artifactd.v1.AbortMultipartUp
  * Use `create(AbortMultipartUploadRequestSchema)` to create a new message.
  */
 export const AbortMultipartUploadRequestSchema: GenMessage<AbortMultipartUploadRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 31);
+  messageDesc(file_artifactd_v1_artifact_service, 33);
 
 /**
  * @generated from message artifactd.v1.AbortMultipartUploadResponse
@@ -1053,7 +1141,7 @@ export type AbortMultipartUploadResponse = Message<"artifactd.v1.AbortMultipartU
  * Use `create(AbortMultipartUploadResponseSchema)` to create a new message.
  */
 export const AbortMultipartUploadResponseSchema: GenMessage<AbortMultipartUploadResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 32);
+  messageDesc(file_artifactd_v1_artifact_service, 34);
 
 /**
  * @generated from message artifactd.v1.GetDownloadUrlRequest
@@ -1075,7 +1163,7 @@ export type GetDownloadUrlRequest = Message<"artifactd.v1.GetDownloadUrlRequest"
  * Use `create(GetDownloadUrlRequestSchema)` to create a new message.
  */
 export const GetDownloadUrlRequestSchema: GenMessage<GetDownloadUrlRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 33);
+  messageDesc(file_artifactd_v1_artifact_service, 35);
 
 /**
  * @generated from message artifactd.v1.GetDownloadUrlResponse
@@ -1106,7 +1194,7 @@ export type GetDownloadUrlResponse = Message<"artifactd.v1.GetDownloadUrlRespons
  * Use `create(GetDownloadUrlResponseSchema)` to create a new message.
  */
 export const GetDownloadUrlResponseSchema: GenMessage<GetDownloadUrlResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 34);
+  messageDesc(file_artifactd_v1_artifact_service, 36);
 
 /**
  * @generated from message artifactd.v1.StartResumableUploadRequest
@@ -1147,7 +1235,7 @@ export type StartResumableUploadRequest = Message<"artifactd.v1.StartResumableUp
  * Use `create(StartResumableUploadRequestSchema)` to create a new message.
  */
 export const StartResumableUploadRequestSchema: GenMessage<StartResumableUploadRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 35);
+  messageDesc(file_artifactd_v1_artifact_service, 37);
 
 /**
  * @generated from message artifactd.v1.StartResumableUploadResponse
@@ -1176,7 +1264,7 @@ export type StartResumableUploadResponse = Message<"artifactd.v1.StartResumableU
  * Use `create(StartResumableUploadResponseSchema)` to create a new message.
  */
 export const StartResumableUploadResponseSchema: GenMessage<StartResumableUploadResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 36);
+  messageDesc(file_artifactd_v1_artifact_service, 38);
 
 /**
  * @generated from message artifactd.v1.QueryWriteStatusRequest
@@ -1193,7 +1281,7 @@ export type QueryWriteStatusRequest = Message<"artifactd.v1.QueryWriteStatusRequ
  * Use `create(QueryWriteStatusRequestSchema)` to create a new message.
  */
 export const QueryWriteStatusRequestSchema: GenMessage<QueryWriteStatusRequest> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 37);
+  messageDesc(file_artifactd_v1_artifact_service, 39);
 
 /**
  * @generated from message artifactd.v1.QueryWriteStatusResponse
@@ -1219,7 +1307,7 @@ export type QueryWriteStatusResponse = Message<"artifactd.v1.QueryWriteStatusRes
  * Use `create(QueryWriteStatusResponseSchema)` to create a new message.
  */
 export const QueryWriteStatusResponseSchema: GenMessage<QueryWriteStatusResponse> = /*@__PURE__*/
-  messageDesc(file_artifactd_v1_artifact_service, 38);
+  messageDesc(file_artifactd_v1_artifact_service, 40);
 
 /**
  * What an upload does when the path already holds a file.
@@ -1285,9 +1373,10 @@ export const ArtifactService: GenService<{
   },
   /**
    * Uploads many files in one stream, for directories of small files: per file a `header`,
-   * its `data`, then `finish`. Each file is published atomically when its `finish` arrives;
-   * per-file failures (for example ALREADY_EXISTS) are reported in the results and the stream
-   * goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
+   * its `data`, then `finish`, or several whole small files in one message (`files`, where
+   * GetCapabilities sets `packed_files`). Each file is published atomically when its `finish`
+   * arrives; per-file failures (for example ALREADY_EXISTS) are reported in the results and the
+   * stream goes on. Protocol violations end the whole call with INVALID_ARGUMENT.
    *
    * @generated from rpc artifactd.v1.ArtifactService.LogArtifacts
    */
@@ -1311,6 +1400,7 @@ export const ArtifactService: GenService<{
    * Streams a whole directory tree: for each entry a message with `file` set (directories too,
    * so empty directories survive), followed for files by exactly `file.file_size` bytes of
    * `data`, spread over one or more messages (the first chunk may share the `file` message).
+   * With `accept_packed_files`, small files may instead come several to a message (`files`).
    *
    * @generated from rpc artifactd.v1.ArtifactService.DownloadArtifacts
    */
