@@ -54,6 +54,9 @@ T = TypeVar("T", bound=Message)
 log = logging.getLogger(__name__)
 
 BATCH_FILES = 10_000
+PACKED_FILE_MAX = 256 * 1024
+"""Files up to this size go several to a LogArtifacts message where the server takes that
+(`packed_files`), in messages of about `chunk_size` bytes."""
 
 
 @dataclass(frozen=True)
@@ -301,13 +304,15 @@ class ArtifactClient(Connection):
         total = sum(os.path.getsize(local) for local, _ in files)
         stored: list[ArtifactInfo] = []
         failures: list[str] = []
-        new_checksum = checksum_for(self._server_capabilities())  # not from gRPC's sending thread
+        capabilities = self._server_capabilities()  # not from gRPC's sending thread
+        new_checksum = checksum_for(capabilities)
+        pack_up_to = PACKED_FILE_MAX if capabilities.packed_files else -1
         with self._bar(total, root) as bar:
             for start in range(0, len(files), BATCH_FILES):
                 batch = files[start : start + BATCH_FILES]
                 try:
                     response = self._stub.LogArtifacts(
-                        self._batch_messages(batch, run, bar, new_checksum),
+                        self._batch_messages(batch, run, bar, new_checksum, pack_up_to),
                         timeout=self.settings.transfer_timeout,
                     )
                 except grpc.RpcError as exc:
@@ -398,14 +403,38 @@ class ArtifactClient(Connection):
         run_id: str,
         bar: tqdm[Any] | None,
         new_checksum: Callable[[], UploadChecksum],
+        pack_up_to: int,
     ) -> Iterator[OutgoingChunk[pb.LogArtifactsRequest]]:
+        """The stream's messages: files up to `pack_up_to` bytes whole, several to a message
+        (`files`; -1: the server takes none), larger ones in chunks."""
+        pack: list[pb.PackedUpload] = []
+        packed_bytes = 0
         for local, path in batch:
             with open(local, "rb") as fh:
-                header = self._header(path, os.fstat(fh.fileno()).st_size, run_id)
+                size = os.fstat(fh.fileno()).st_size
+                header = self._header(path, size, run_id)
+                if size <= pack_up_to:
+                    # one byte more than declared: a file that grew is refused, not cut short
+                    data = fh.read(size + 1)
+                    checksum = new_checksum()
+                    checksum.update(data)
+                    pack.append(pb.PackedUpload(header=header, data=data, finish=checksum.finish()))
+                    packed_bytes += len(data)
+                    if bar is not None:
+                        bar.update(len(data))
+                    if packed_bytes >= self.settings.chunk_size:
+                        yield OutgoingChunk(pb.LogArtifactsRequest(files=pack), b"")
+                        pack, packed_bytes = [], 0
+                    continue
+                if pack:
+                    yield OutgoingChunk(pb.LogArtifactsRequest(files=pack), b"")
+                    pack, packed_bytes = [], 0
                 yield from _file_messages(
                     fh, header, pb.LogArtifactsRequest, self.settings.chunk_size, bar,
                     new_checksum(),
                 )  # fmt: skip
+        if pack:
+            yield OutgoingChunk(pb.LogArtifactsRequest(files=pack), b"")
 
     # -- downloads -------------------------------------------------------------------------
 
@@ -483,7 +512,9 @@ class ArtifactClient(Connection):
             tree = _TreeDownload(root, destination, bar, self.settings.direct_io)
             try:
                 stream = self._stub.DownloadArtifacts(
-                    pb.DownloadArtifactsRequest(path=str(root), run_id=run_id),
+                    pb.DownloadArtifactsRequest(
+                        path=str(root), run_id=run_id, accept_packed_files=True
+                    ),
                     timeout=self.settings.transfer_timeout,
                 )
                 for message in stream:
@@ -589,18 +620,29 @@ class _TreeDownload:
         self.current: VerifiedFile | None = None
 
     def receive(self, message: pb.DownloadArtifactsResponse) -> None:
-        if message.HasField("file"):
+        for packed in message.files:  # whole small files (accept_packed_files)
+            self._start(packed.file)
+            self._write(packed.data)
             self.finish_file()
-            info, path = _checked_path(message.file, self.root)
-            if info.is_dir:
-                self.destination.directory(path.parts)
-            else:
-                target = self.destination.file(path.parts)
-                self.current = VerifiedFile(
-                    target, info.file_size, info.sha256, direct_io=self.direct_io
-                )
-                self.bar.update(1)
-        data = message.data  # a view of the received buffer (artifactd.protocol.wire.Chunk)
+        if message.HasField("file"):
+            self._start(message.file)
+        self._write(message.data)
+
+    def _start(self, file: pb.FileInfo) -> None:
+        self.finish_file()
+        info, path = _checked_path(file, self.root)
+        if info.is_dir:
+            self.destination.directory(path.parts)
+        else:
+            target = self.destination.file(path.parts)
+            self.current = VerifiedFile(
+                target, info.file_size, info.sha256, direct_io=self.direct_io
+            )
+            self.bar.update(1)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        """`data`: a view of the received buffer (artifactd.protocol.wire.Chunk), or a packed
+        file's bytes."""
         if data:
             if self.current is None:
                 raise DataLoss("the server sent file data without naming the file")

@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -24,19 +23,19 @@ from artifactd_server.api.convert import file_info
 from artifactd_server.api.direct import DirectTransferMethods, caller
 from artifactd_server.api.status import InFlight, translate_errors
 from artifactd_server.domain import limits
+from artifactd_server.domain.batches import BatchPublisher, Outcome
 from artifactd_server.domain.multipart import DirectUploads
 from artifactd_server.domain.resumable import Continuation, ResumableUploads
 from artifactd_server.domain.scopes import Scope, Scopes, WriteScopes
 from artifactd_server.domain.uploads import (
     Declared,
-    FileEvent,
     UploadMessage,
     UploadSpec,
     UploadStream,
     check_declared_size,
     parse_digest,
 )
-from artifactd_server.storage.base import Entry, Storage
+from artifactd_server.storage.base import Entry
 
 log = logging.getLogger(__name__)
 
@@ -150,54 +149,16 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
     def LogArtifacts(  # noqa: N802
         self, request_iterator: Iterator[pb.LogArtifactsRequest], context: grpc.ServicerContext
     ) -> pb.LogArtifactsResponse:
-        # Each file's slow part of publishing (the fsync) runs on the committer pool while the
-        # next files arrive: with small files the fsyncs, not the network, would otherwise set
-        # the pace. Publishing itself (the rename) happens here, in arrival order: renames on
-        # other threads would contend for the directory's lock with this thread creating the
-        # next files, and a path sent twice ends with the later file, as it would one by one.
-        pending: deque[tuple[FileEvent, Future[None] | ArtifactError]] = deque()
-        results: list[pb.LogArtifactsResult] = []
-        committed: dict[Storage, list[ArtifactPath]] = {}
-
-        def settle_oldest() -> None:
-            event, prepared = pending.popleft()
-            result, entry = _published(event, prepared)
-            results.append(result)
-            if entry is not None and event.scope is not None:
-                committed.setdefault(event.scope.storage, []).append(entry.path)
-
-        def submit(event: FileEvent) -> None:
-            if event.sealed is None:
-                assert event.error is not None
-                pending.append((event, event.error))
-                return
-            pending.append((event, self._committer.submit(event.sealed.prepare)))
-
-        def publish_ancestors(spec: UploadSpec) -> None:
-            # Files are published when their finish arrives (the proto's promise), so a file
-            # below a path still waiting to be published must see that path published first:
-            # `f` then `f/g` stores `f` and refuses `f/g`, exactly as two uploads one by one.
-            target = (spec.scope.storage, spec.scope.full(spec.path))
-            if any(_is_ancestor(event, target) for event, _ in pending):
-                while pending:
-                    settle_oldest()
-
-        stream = self._stream(limits.MAX_BATCH_FILES, context, publish_ancestors)
+        # Files are published in groups, durably, in arrival order: see domain.batches.
+        publisher = BatchPublisher(self._committer)
+        stream = self._stream(limits.MAX_BATCH_FILES, context, publisher.before_open)
         try:
             with contextlib.closing(stream.files(request_iterator)) as events:
                 for event in events:
-                    submit(event)
-                    while len(pending) > limits.PENDING_COMMITS_PER_STREAM:
-                        settle_oldest()
+                    publisher.add(event)
         finally:
-            try:
-                while pending:
-                    settle_oldest()
-            finally:
-                _discard_all(pending)
-            # One directory fsync per directory, not per file: results are durable when sent.
-            for storage, paths in committed.items():
-                storage.make_durable(paths)
+            publisher.finish()
+        results = [_result(outcome) for outcome in publisher.outcomes]
         return pb.LogArtifactsResponse(results=results)
 
     @translate_errors
@@ -227,8 +188,14 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         scope = self._scopes.for_read(request.run_id)
         root = parse(request.path, allow_root=True)
         storage = scope.storage
+        # Small files go several to a message when the client reads them so: one message per
+        # 16 KiB file cost both sides more CPU than the file's bytes (gRPC's per-message
+        # hand-offs between threads).
+        pack = _Pack() if request.accept_packed_files else None
         for entry in _tree(scope, root, recursive=True):
             if entry.is_dir:
+                if pack is not None:
+                    yield from pack.flush()
                 yield pb.DownloadArtifactsResponse(file=file_info(scope.relative(entry)))
                 continue
             try:
@@ -238,12 +205,20 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
                     continue  # deleted since it was listed: not part of the tree any more
                 raise
             with reader:
+                info = file_info(scope.relative(reader.entry))
+                if pack is not None and reader.entry.size <= limits.PACKED_FILE_MAX:
+                    pack.add(info, b"".join(reader.chunks(0, 0, limits.CHUNK_SIZE)))
+                    if pack.full:
+                        yield from pack.flush()
+                    continue
+                if pack is not None:
+                    yield from pack.flush()
                 chunks = reader.chunks(0, 0, limits.CHUNK_SIZE)
-                yield pb.DownloadArtifactsResponse(
-                    file=file_info(scope.relative(reader.entry)), data=next(chunks, b"")
-                )
+                yield pb.DownloadArtifactsResponse(file=info, data=next(chunks, b""))
                 for chunk in chunks:
                     yield pb.DownloadArtifactsResponse(data=chunk)
+        if pack is not None:
+            yield from pack.flush()
 
     @translate_errors
     def ListArtifacts(  # noqa: N802
@@ -312,7 +287,29 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
             supports_presigned_urls=caps.presigned_urls,
             upload_checksums=limits.UPLOAD_CHECKSUMS,
             max_artifact_size=limits.MAX_ARTIFACT_SIZE,
+            packed_files=True,
         )
+
+
+class _Pack:
+    """Whole small files of a DownloadArtifacts stream waiting to go out in one message."""
+
+    def __init__(self) -> None:
+        self._files: list[pb.PackedDownload] = []
+        self._bytes = 0
+
+    def add(self, info: pb.FileInfo, data: bytes) -> None:
+        self._files.append(pb.PackedDownload(file=info, data=data))
+        self._bytes += len(data)
+
+    @property
+    def full(self) -> bool:
+        return self._bytes >= limits.CHUNK_SIZE
+
+    def flush(self) -> Iterator[pb.DownloadArtifactsResponse]:
+        if self._files:
+            files, self._files, self._bytes = self._files, [], 0
+            yield pb.DownloadArtifactsResponse(files=files)
 
 
 def _tree(
@@ -327,50 +324,18 @@ def _tree(
         raise
 
 
-def _published(
-    event: FileEvent, prepared: Future[None] | ArtifactError
-) -> tuple[pb.LogArtifactsResult, Entry | None]:
-    """Publishes one file of a batch once prepared: the client's result, and the stored entry
-    when it was committed."""
-    path = event.path
-    if isinstance(prepared, ArtifactError):
-        if isinstance(prepared, InvalidPath) and len(path) > MAX_PATH_BYTES:
+def _result(outcome: Outcome) -> pb.LogArtifactsResult:
+    """The client's result for one file of a LogArtifacts stream."""
+    path, error = outcome.path, outcome.error
+    if error is not None:
+        if isinstance(error, InvalidPath) and len(path) > MAX_PATH_BYTES:
             path = excerpt(path)  # refused for its length: quote its start, not megabytes
-        return _failed(path, prepared.code, prepared.message), None
-    assert event.sealed is not None and event.scope is not None
-    try:
-        prepared.result()
-        entry = event.sealed.commit(False)
-    except ArtifactError as exc:
-        return _failed(path, exc.code, exc.message), None
-    except Exception:
-        log.exception("committing %s crashed", path)  # prepare and commit abort on failure
-        return _failed(path, grpc.StatusCode.INTERNAL, "internal server error"), None
+        return _failed(path, error.code, error.message)
+    assert outcome.entry is not None and outcome.scope is not None
     return pb.LogArtifactsResult(
-        path=path, code=0, file=file_info(event.scope.relative(entry))
-    ), entry
+        path=path, code=0, file=file_info(outcome.scope.relative(outcome.entry))
+    )
 
 
 def _failed(path: str, code: grpc.StatusCode, message: str) -> pb.LogArtifactsResult:
     return pb.LogArtifactsResult(path=path, code=code.value[0], message=message)
-
-
-def _is_ancestor(event: FileEvent, target: tuple[Storage, ArtifactPath]) -> bool:
-    """Whether `event`'s file, once published, is a parent directory's name of `target`."""
-    storage, path = target
-    sealed, scope = event.sealed, event.scope
-    if sealed is None or scope is None or scope.storage is not storage:
-        return False
-    mine = sealed.path
-    return len(mine.parts) < len(path.parts) and path.is_relative_to(mine)
-
-
-def _discard_all(pending: deque[tuple[FileEvent, Future[None] | ArtifactError]]) -> None:
-    """Releases files that could not be settled (publishing raised): each waits for its
-    prepare, which may still be using the upload, then is discarded."""
-    while pending:
-        event, prepared = pending.popleft()
-        if not isinstance(prepared, ArtifactError):
-            with contextlib.suppress(BaseException):
-                prepared.result()
-        event.discard()

@@ -24,8 +24,9 @@ UPLOAD_CHECKSUMS = ("sha256", "crc32c")
 MAX_ARTIFACT_SIZE = 5 * 1024**4
 """Largest file the server takes (5 TiB, the largest object S3 and GCS store): a declared size
 above it is refused when the upload starts, not after terabytes were sent (GetCapabilities)."""
-PENDING_COMMITS_PER_STREAM = 32
-"""Files of one LogArtifacts stream being made durable while the next ones are received."""
+PACKED_FILE_MAX = 256 * KiB
+"""Largest file a DownloadArtifacts stream sends packed with others (`accept_packed_files`);
+a packed message holds files until it reaches `CHUNK_SIZE`, so it stays under 1.25 MiB."""
 
 UPLOAD_WINDOW = 4 * MiB
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ from artifactd.protocol.errors import (
 from artifactd.protocol.paths import ArtifactPath
 from artifactd_server.domain import limits
 from artifactd_server.domain.scopes import Scope
-from artifactd_server.storage.base import Entry, ResumableWrites, Upload
+from artifactd_server.storage.base import Entry, ResumableWrites, Storage, Upload
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -170,7 +170,15 @@ class IncomingFile:
                 f"'{spec.path}': CRC32C of the received bytes is {self._crc.checksum:08x}, but "
                 f"the finish declared {final.crc32c:08x}; nothing was stored"
             )
-        return Sealed(self._upload, digest, spec.overwrite, spec.resume, spec.scope.full(spec.path))
+        return Sealed(
+            self._upload,
+            digest,
+            spec.overwrite,
+            spec.resume,
+            spec.scope.full(spec.path),
+            spec.scope.storage,
+            self._received,
+        )
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -193,6 +201,8 @@ class Sealed:
     resume: Resume | None
     path: ArtifactPath
     """Where it will be published, in storage (not relative to the client's scope)."""
+    storage: Storage
+    size: int
 
     def prepare(self) -> None:
         self.upload.prepare(self.digest)
@@ -251,6 +261,26 @@ def _unfinished(current: IncomingFile | None, failed: FileEvent | None) -> FileE
     )
 
 
+def _unpacked(messages: Iterable[UploadMessage]) -> Iterator[UploadMessage]:
+    """The messages, each packed file of a LogArtifacts message (`files`) standing in its place
+    as the one message that would have carried its header, data and finish."""
+    for message in messages:
+        packed = getattr(message, "files", None)  # LogArtifact's messages have no such field
+        if not packed:
+            yield message
+            continue
+        if message.HasField("header") or message.HasField("finish") or message.data:
+            raise InvalidArgument(
+                "a message with packed files sets no header, data or finish of its own"
+            )
+        for file in packed:
+            if not file.HasField("header") or not file.HasField("finish"):
+                raise InvalidArgument(
+                    "each packed file is whole: it needs its header and its finish"
+                )
+            yield file
+
+
 class UploadStream:
     """Splits a stream of upload messages into files.
 
@@ -282,7 +312,7 @@ class UploadStream:
         failed: FileEvent | None = None  # the file whose remaining data is being skipped
         started = 0
         try:
-            for message in messages:
+            for message in _unpacked(messages):
                 if message.HasField("header"):
                     if current is not None or failed is not None:
                         raise InvalidArgument(

@@ -147,6 +147,21 @@ class Storage(ABC):
         stores): an upload declaring more is refused before its bytes are sent."""
         return None
 
+    def prepare_group(self, uploads: Sequence[tuple[Upload, str]]) -> list[BaseException | None]:
+        """`Upload.prepare` for several uploads of this storage (upload, sha256) at once; per
+        upload None, or what its preparation raised (it aborted that upload only).
+
+        One by one by default; the local adapter makes the whole group durable in one pass."""
+        failures: list[BaseException | None] = []
+        for upload, sha256 in uploads:
+            try:
+                upload.prepare(sha256)
+            except Exception as exc:
+                failures.append(exc)
+            else:
+                failures.append(None)
+        return failures
+
     def make_durable(self, paths: Iterable[ArtifactPath]) -> None:  # noqa: B027 - optional
         """Makes the commits of `paths` (made with `durable=False`) survive a crash."""
 

@@ -22,7 +22,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from artifactd.protocol import directio
 from artifactd.protocol.errors import (
@@ -36,7 +36,7 @@ from artifactd.protocol.errors import (
 )
 from artifactd.protocol.localfs import inside, make_dirs_inside, remove_empty_dirs
 from artifactd.protocol.paths import RESERVED_PREFIX, ArtifactPath
-from artifactd_server.storage import owners, writeback
+from artifactd_server.storage import group_sync, owners, writeback
 from artifactd_server.storage.base import (
     Entry,
     FileReader,
@@ -67,6 +67,7 @@ class LocalStorage(Storage, ResumableWrites):
         os.makedirs(root, exist_ok=True)
         self._root = os.path.realpath(root)
         self._fsync = fsync
+        self._group_sync = fsync and group_sync.available(self._root)
         self._direct_io = (
             direct_io  # large files around the page cache: see artifactd.protocol.directio
         )
@@ -320,6 +321,38 @@ class LocalStorage(Storage, ResumableWrites):
             return None
         return st.f_bavail * st.f_frsize
 
+    def prepare_group(self, uploads: Sequence[tuple[Upload, str]]) -> list[BaseException | None]:
+        # One syncfs for the group instead of an fsync per file, where that is as durable and
+        # reports the same errors (see storage.group_sync).
+        local = [upload for upload, _ in uploads if isinstance(upload, _LocalUpload)]
+        if not self._group_sync or len(uploads) < 2 or len(local) != len(uploads):
+            return super().prepare_group(uploads)
+        failures: list[BaseException | None] = []
+        for upload, (_, sha256) in zip(local, uploads, strict=True):
+            try:
+                upload.prepare(sha256, sync=False)
+            except Exception as exc:
+                failures.append(exc)
+            else:
+                failures.append(None)
+        ready = [upload for upload, failure in zip(local, failures, strict=True) if not failure]
+        if not ready:
+            return failures
+        try:
+            # the first ready upload's descriptor was opened before any of their bytes were
+            # written, so a write-back error on any of them is reported here
+            group_sync.sync(ready[0].descriptor)
+        except OSError as exc:
+            for upload in ready:
+                upload.abort()
+            return [
+                failure or _os_error(exc, upload.path)
+                for upload, failure in zip(local, failures, strict=True)
+            ]
+        for upload in ready:
+            upload.close_descriptor()
+        return failures
+
     def make_durable(self, paths: Iterable[ArtifactPath]) -> None:
         for parent in sorted({path.parent for path in paths}):
             try:
@@ -400,7 +433,19 @@ class _LocalUpload(Upload):
         except OSError as exc:
             raise _os_error(exc, self._path) from exc
 
-    def prepare(self, sha256: str) -> None:
+    @property
+    def path(self) -> ArtifactPath:
+        return self._path
+
+    @property
+    def descriptor(self) -> int:
+        if self._fd is None:
+            raise RuntimeError("upload already finished")
+        return self._fd
+
+    def prepare(self, sha256: str, *, sync: bool = True) -> None:
+        """`sync=False`: the caller makes the bytes durable (`LocalStorage.prepare_group`) and
+        then calls `close_descriptor`."""
         fd = self._fd
         if fd is None:
             raise RuntimeError("upload already finished")
@@ -408,11 +453,12 @@ class _LocalUpload(Upload):
             self._writer.finish()
             st = os.fstat(fd)
             _write_digest(fd, sha256, st)  # checked against size and mtime when read
+            self._stat = st
+            if not sync:
+                return
             if self._storage._fsync:
                 os.fsync(fd)
-            os.close(fd)
-            self._fd = None
-            self._stat = st
+            self.close_descriptor()
         except OSError as exc:
             self.abort()
             raise _os_error(exc, self._path) from exc
@@ -420,9 +466,16 @@ class _LocalUpload(Upload):
             self.abort()
             raise
 
+    def close_descriptor(self) -> None:
+        """Closes the file once its bytes are final and durable; publishing needs only its name."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
     def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
         if self._stat is None:
             self.prepare(sha256)
+        self.close_descriptor()  # prepared by a group: closed there, unless publishing came first
         temp, st = self._temp, self._stat
         if temp is None or st is None:
             raise RuntimeError("upload already finished")
