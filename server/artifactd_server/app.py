@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from artifactd.protocol import defaults, malloc
+from artifactd.protocol import environment, malloc
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
@@ -63,8 +63,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051
-    artifacts_destination: str = defaults.ARTIFACTS_DESTINATION
-    backend_store_uri: str = defaults.BACKEND_STORE_URI
+    artifacts_destination: str = environment.ARTIFACTS_DESTINATION.default
+    backend_store_uri: str = environment.BACKEND_STORE_URI.default
     extra_artifact_roots: tuple[str, ...] = ()
     grace_period: float = 30.0
     max_workers: int = 64

@@ -12,7 +12,7 @@ from typing import NoReturn
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from artifactd.protocol.defaults import BACKEND_STORE_VARIABLE
+from artifactd.protocol.environment import BACKEND_STORE_URI
 from artifactd.protocol.errors import ArtifactError
 from artifactd_server.store.database import Database, redact, upgrade
 
@@ -25,10 +25,10 @@ def db() -> None:
 @db.command("upgrade")
 @click.option(
     "--backend-store-uri",
-    envvar=BACKEND_STORE_VARIABLE,
+    envvar=BACKEND_STORE_URI.name,
     required=True,
     help="The database, e.g. sqlite:///artifactd.db, postgresql://user@host/db "
-    f"(env {BACKEND_STORE_VARIABLE}).",
+    f"(env {BACKEND_STORE_URI.name}).",
 )
 def upgrade_command(backend_store_uri: str) -> None:
     """Migrate the backend store's schema to the newest revision (back it up first)."""

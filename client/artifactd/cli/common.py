@@ -15,8 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from artifactd.client.target import DEFAULT_TARGET
-from artifactd.protocol.defaults import SERVER_VARIABLE
+from artifactd.protocol.environment import SERVER
 from artifactd.protocol.errors import ArtifactError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,10 +24,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 def server_option(command: F) -> F:
     return click.option(
         "--server",
-        envvar=SERVER_VARIABLE,
-        default=DEFAULT_TARGET,
+        envvar=SERVER.name,
+        default=SERVER.default,
         show_default=True,
-        help=f"artifactd server HOST:PORT (env {SERVER_VARIABLE}).",
+        help=f"artifactd server HOST:PORT (env {SERVER.name}).",
     )(command)
 
 

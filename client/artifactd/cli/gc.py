@@ -19,9 +19,13 @@ from click.core import ParameterSource
 
 from artifactd.cli.common import fail, friendly_errors, json_option
 from artifactd.client.tracking import GarbageEvent, GarbageSummary, TrackingClient, garbage_item
-from artifactd.protocol import defaults
-from artifactd.protocol.defaults import SERVER_VARIABLE
 from artifactd.protocol.durations import FORMAT_HELP, parse_duration
+from artifactd.protocol.environment import (
+    ARTIFACTS_DESTINATION,
+    BACKEND_STORE_URI,
+    EXTRA_ARTIFACT_ROOTS,
+    SERVER,
+)
 from artifactd.protocol.errors import ArtifactError
 from artifactd.protocol.ids import check_run_id
 
@@ -93,34 +97,34 @@ def _split(value: str | None) -> list[str]:
 @click.option("--dry-run", is_flag=True, help="Report what would be collected; delete nothing.")
 @click.option(
     "--server",
-    envvar=SERVER_VARIABLE,
+    envvar=SERVER.name,
     default=None,
     metavar="HOST:PORT",
-    help=f"Collect through this artifactd server (env {SERVER_VARIABLE}). Without it, gc works "
+    help=f"Collect through this artifactd server (env {SERVER.name}). Without it, gc works "
     "directly on --backend-store-uri and --artifacts-destination.",
 )
 @click.option(
     "--backend-store-uri",
-    envvar=defaults.BACKEND_STORE_VARIABLE,
-    default=defaults.BACKEND_STORE_URI,
+    envvar=BACKEND_STORE_URI.name,
+    default=BACKEND_STORE_URI.default,
     show_default=True,
-    help=f"Without --server: the backend store database (env {defaults.BACKEND_STORE_VARIABLE}).",
+    help=f"Without --server: the backend store database (env {BACKEND_STORE_URI.name}).",
 )
 @click.option(
     "--artifacts-destination",
-    envvar=defaults.ARTIFACTS_DESTINATION_VARIABLE,
-    default=defaults.ARTIFACTS_DESTINATION,
+    envvar=ARTIFACTS_DESTINATION.name,
+    default=ARTIFACTS_DESTINATION.default,
     show_default=True,
     help="Without --server: the server's artifacts destination, as given to `artifactd serve` "
-    f"(env {defaults.ARTIFACTS_DESTINATION_VARIABLE}).",
+    f"(env {ARTIFACTS_DESTINATION.name}).",
 )
 @click.option(
     "--extra-artifact-root",
     "extra_artifact_roots",
-    envvar=defaults.EXTRA_ROOTS_VARIABLE,
+    envvar=EXTRA_ARTIFACT_ROOTS.name,
     multiple=True,
     help="Without --server: another artifact root of the server, as given to `artifactd "
-    f"serve` (repeatable; env {defaults.EXTRA_ROOTS_VARIABLE}, space-separated).",
+    f"serve` (repeatable; env {EXTRA_ARTIFACT_ROOTS.name}, space-separated).",
 )
 @json_option
 @click.pass_context

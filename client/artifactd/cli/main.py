@@ -17,14 +17,7 @@ from typing import Any
 
 import click
 
-from artifactd.protocol.defaults import (
-    CLIENT_CERT_VARIABLE,
-    CLIENT_KEY_VARIABLE,
-    TLS_CA_VARIABLE,
-    TLS_VARIABLE,
-    TOKEN_FILE_VARIABLE,
-    TOKEN_VARIABLE,
-)
+from artifactd.protocol.environment import CLIENT_CERT, CLIENT_KEY, TLS, TLS_CA, TOKEN, TOKEN_FILE
 
 SERVER_COMMANDS_GROUP = "artifactd.commands"
 SERVER_DISTRIBUTION = "artifactd-server"
@@ -96,22 +89,22 @@ class _Root(click.Group):
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="artifactd")
-@click.option("--tls", is_flag=True, default=None, help=f"Connect with TLS ({TLS_VARIABLE}=1).")
+@click.option("--tls", is_flag=True, default=None, help=f"Connect with TLS ({TLS.name}=1).")
 @click.option(
     "--tls-ca", metavar="PEM", default=None,
-    help=f"CA bundle the server's certificate is checked against ({TLS_CA_VARIABLE}).",
+    help=f"CA bundle the server's certificate is checked against ({TLS_CA.name}).",
 )  # fmt: skip
 @click.option(
     "--client-cert", metavar="PEM", default=None,
-    help=f"Client certificate for mutual TLS ({CLIENT_CERT_VARIABLE}).",
+    help=f"Client certificate for mutual TLS ({CLIENT_CERT.name}).",
 )  # fmt: skip
 @click.option(
     "--client-key", metavar="PEM", default=None,
-    help=f"Key of --client-cert ({CLIENT_KEY_VARIABLE}).",
+    help=f"Key of --client-cert ({CLIENT_KEY.name}).",
 )  # fmt: skip
 @click.option(
     "--token-file", metavar="FILE", default=None,
-    help=f"File whose first line is the bearer token ({TOKEN_FILE_VARIABLE}; or {TOKEN_VARIABLE}).",
+    help=f"File whose first line is the bearer token ({TOKEN_FILE.name}; or {TOKEN.name}).",
 )  # fmt: skip
 def cli(
     tls: bool | None,
@@ -127,12 +120,12 @@ def cli(
     """
     # The client commands read their settings from the environment: the options set it.
     for variable, value in (
-        (TLS_VARIABLE, "1" if tls else None), (TLS_CA_VARIABLE, tls_ca),
-        (CLIENT_CERT_VARIABLE, client_cert), (CLIENT_KEY_VARIABLE, client_key),
-        (TOKEN_FILE_VARIABLE, token_file),
+        (TLS, "1" if tls else None), (TLS_CA, tls_ca),
+        (CLIENT_CERT, client_cert), (CLIENT_KEY, client_key),
+        (TOKEN_FILE, token_file),
     ):  # fmt: skip
         if value is not None:
-            os.environ[variable] = value
+            os.environ[variable.name] = value
 
 
 def _one_line_warning(

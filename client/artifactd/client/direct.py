@@ -32,6 +32,8 @@ import urllib3
 
 from artifactd.client.localfiles import publish_verified, temporary_name
 from artifactd.client.rpc import call
+from artifactd.protocol import environment
+from artifactd.protocol.environment import Variable
 from artifactd.protocol.errors import (
     ArtifactError,
     DataLoss,
@@ -43,19 +45,10 @@ from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 MiB = 1024 * 1024
-ENABLE_VARIABLE = "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"
-MINIMUM_SIZE_VARIABLE = "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE"
-PART_SIZE_VARIABLE = "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE"
-WORKERS_VARIABLE = "ARTIFACTD_MULTIPART_WORKERS"
-STATE_DIR_VARIABLE = "ARTIFACTD_STATE_DIR"
-RESUMABLE_MINIMUM_VARIABLE = "ARTIFACTD_RESUMABLE_MINIMUM_FILE_SIZE"
-DOWNLOAD_ENABLE_VARIABLE = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
-DOWNLOAD_MINIMUM_VARIABLE = "MLFLOW_MULTIPART_DOWNLOAD_MINIMUM_FILE_SIZE"
-DOWNLOAD_CHUNK_VARIABLE = "MLFLOW_MULTIPART_DOWNLOAD_CHUNK_SIZE"
-DEFAULT_DOWNLOAD_CHUNK = 100 * MiB  # as MLflow
-DEFAULT_MINIMUM_SIZE = 500 * MiB  # as MLflow
-DEFAULT_PART_SIZE = 64 * MiB
-DEFAULT_WORKERS = 4
+DEFAULT_DOWNLOAD_CHUNK = environment.MULTIPART_DOWNLOAD_CHUNK.default
+DEFAULT_MINIMUM_SIZE = environment.MULTIPART_UPLOAD_MINIMUM.default
+DEFAULT_PART_SIZE = environment.MULTIPART_UPLOAD_PART.default
+DEFAULT_WORKERS = environment.MULTIPART_WORKERS.default
 READ_BUFFER = 1 * MiB
 PART_ATTEMPTS = 5
 REFRESH_MARGIN = 60.0  # seconds: a URL expiring sooner is re-signed before use
@@ -63,42 +56,42 @@ REFRESH_MARGIN = 60.0  # seconds: a URL expiring sooner is re-signed before use
 
 @dataclass(frozen=True)
 class DirectSettings:
-    enabled: bool = True
+    enabled: bool = environment.MULTIPART_UPLOAD.default
     minimum_size: int = DEFAULT_MINIMUM_SIZE
     part_size: int = DEFAULT_PART_SIZE
     workers: int = DEFAULT_WORKERS
     state_dir: str = ""
-    resumable_minimum_size: int = 64 * MiB
-    download_enabled: bool = True
-    download_minimum_size: int = DEFAULT_MINIMUM_SIZE
+    resumable_minimum_size: int = environment.RESUMABLE_MINIMUM.default
+    download_enabled: bool = environment.MULTIPART_DOWNLOAD.default
+    download_minimum_size: int = environment.MULTIPART_DOWNLOAD_MINIMUM.default
     download_chunk_size: int = DEFAULT_DOWNLOAD_CHUNK
 
     @classmethod
     def from_env(cls) -> DirectSettings:
-        env = os.environ
         return cls(
-            enabled=_on(ENABLE_VARIABLE),
-            minimum_size=_size(MINIMUM_SIZE_VARIABLE, DEFAULT_MINIMUM_SIZE, 1),
-            part_size=_size(PART_SIZE_VARIABLE, DEFAULT_PART_SIZE, 1),
-            workers=_size(WORKERS_VARIABLE, DEFAULT_WORKERS, 1, 64),
-            state_dir=env.get(STATE_DIR_VARIABLE)
+            enabled=_on(environment.MULTIPART_UPLOAD),
+            minimum_size=_size(environment.MULTIPART_UPLOAD_MINIMUM, 1),
+            part_size=_size(environment.MULTIPART_UPLOAD_PART, 1),
+            workers=_size(environment.MULTIPART_WORKERS, 1, 64),
+            state_dir=environment.STATE_DIR.get()
             or os.path.join(os.path.expanduser("~"), ".cache", "artifactd", "uploads"),
-            resumable_minimum_size=_size(RESUMABLE_MINIMUM_VARIABLE, 64 * MiB, 0),
-            download_enabled=_on(DOWNLOAD_ENABLE_VARIABLE),
-            download_minimum_size=_size(DOWNLOAD_MINIMUM_VARIABLE, DEFAULT_MINIMUM_SIZE, 1),
-            download_chunk_size=_size(DOWNLOAD_CHUNK_VARIABLE, DEFAULT_DOWNLOAD_CHUNK, 1),
+            resumable_minimum_size=_size(environment.RESUMABLE_MINIMUM, 0),
+            download_enabled=_on(environment.MULTIPART_DOWNLOAD),
+            download_minimum_size=_size(environment.MULTIPART_DOWNLOAD_MINIMUM, 1),
+            download_chunk_size=_size(environment.MULTIPART_DOWNLOAD_CHUNK, 1),
         )
 
 
-def _on(name: str) -> bool:
+def _on(variable: Variable[bool]) -> bool:
     """On unless the variable says false (direct transfers are the default here)."""
-    return os.environ.get(name, "").strip().lower() not in ("false", "0", "no", "off")
+    return (variable.get() or "").strip().lower() not in ("false", "0", "no", "off")
 
 
-def _size(name: str, default: int, low: int, high: int | None = None) -> int:
-    raw = os.environ.get(name, "").strip()
+def _size(variable: Variable[int], low: int, high: int | None = None) -> int:
+    name = variable.name
+    raw = (variable.get() or "").strip()
     if not raw:
-        return default
+        return variable.default
     if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise FailedPrecondition(f"{name}={raw!r} must be a whole number {bound}")
@@ -106,10 +99,10 @@ def _size(name: str, default: int, low: int, high: int | None = None) -> int:
 
 
 def _http() -> urllib3.PoolManager:
-    if os.environ.get("MLFLOW_S3_IGNORE_TLS", "").strip().lower() in ("1", "true", "yes"):
+    if (environment.PRESIGNED_IGNORE_TLS.get() or "").strip().lower() in ("1", "true", "yes"):
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         return urllib3.PoolManager(maxsize=64, cert_reqs="CERT_NONE")
-    bundle = os.environ.get("AWS_CA_BUNDLE") or os.environ.get("REQUESTS_CA_BUNDLE")
+    bundle = environment.PRESIGNED_CA_BUNDLE.get() or environment.REQUESTS_CA_BUNDLE.get()
     if bundle:
         return urllib3.PoolManager(maxsize=64, ca_certs=bundle)
     return urllib3.PoolManager(maxsize=64)

@@ -8,7 +8,6 @@ turned into the `artifactd.protocol.errors` exception named after its status cod
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +20,7 @@ from grpc_status import rpc_status
 
 from artifactd.client.settings import ClientSettings, channel_credentials
 from artifactd.client.target import DEFAULT_TARGET, guard_environment, strict_from_env
-from artifactd.protocol.defaults import SERVER_VARIABLE
+from artifactd.protocol.environment import SERVER
 from artifactd.protocol.errors import ArtifactError, from_status, retry_delay
 
 T = TypeVar("T")
@@ -109,7 +108,7 @@ class Connection:
     ) -> None:
         # the warning points at the user's line: this frame, the subclass's __init__, the caller
         guard_environment(strict_from_env() if strict_env is None else strict_env, stacklevel=4)
-        self.target = target or os.environ.get(SERVER_VARIABLE) or DEFAULT_TARGET
+        self.target = target or SERVER.get() or DEFAULT_TARGET
         self.settings = settings or ClientSettings.from_env()
         self._channel = open_channel(self.target, self.settings)
 

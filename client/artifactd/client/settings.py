@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import grpc
 
-from artifactd.protocol.defaults import (
-    CHUNK_SIZE_VARIABLE,
-    CLIENT_CERT_VARIABLE,
-    CLIENT_KEY_VARIABLE,
-    DIRECT_IO_VARIABLE,
-    RETRIES_VARIABLE,
-    RPC_TIMEOUT_VARIABLE,
-    TLS_CA_VARIABLE,
-    TLS_VARIABLE,
-    TOKEN_FILE_VARIABLE,
-    TOKEN_VARIABLE,
-    TRANSFER_TIMEOUT_VARIABLE,
+from artifactd.protocol.environment import (
+    CHUNK_SIZE,
+    CLIENT_CERT,
+    CLIENT_KEY,
+    DIRECT_IO,
+    MAX_RETRIES,
+    RPC_TIMEOUT,
+    TLS,
+    TLS_CA,
+    TOKEN,
+    TOKEN_FILE,
+    TRANSFER_TIMEOUT,
+    Variable,
 )
 from artifactd.protocol.errors import InvalidArgument
 from artifactd.protocol.pem import read_pem
 
-DEFAULT_RPC_TIMEOUT = 60.0
-DEFAULT_RETRIES = 5
-DEFAULT_CHUNK_SIZE = 1024 * 1024
+DEFAULT_RPC_TIMEOUT = RPC_TIMEOUT.default
+DEFAULT_RETRIES = MAX_RETRIES.default
+DEFAULT_CHUNK_SIZE = CHUNK_SIZE.default
 MAX_CHUNK_SIZE = 8 * 1024 * 1024
 
 
@@ -33,11 +33,11 @@ MAX_CHUNK_SIZE = 8 * 1024 * 1024
 class ClientSettings:
     """`None` timeouts mean no deadline."""
 
-    transfer_timeout: float | None = None
+    transfer_timeout: float | None = TRANSFER_TIMEOUT.default
     rpc_timeout: float | None = DEFAULT_RPC_TIMEOUT
     max_retries: int = DEFAULT_RETRIES
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    tls: bool = False
+    tls: bool = TLS.default
     """TLS to the server, checked against the system's CAs unless `tls_ca` names others."""
     tls_ca: str | None = None
     client_cert: str | None = None
@@ -45,7 +45,7 @@ class ClientSettings:
     client_key: str | None = None
     token: str | None = field(default=None, repr=False)
     """A bearer token (or JWT) sent with every call, for servers that require one."""
-    direct_io: bool = True
+    direct_io: bool = DIRECT_IO.default
     """Downloads write large files (8 MiB+) around the page cache (`protocol.directio`)."""
 
     @property
@@ -54,43 +54,43 @@ class ClientSettings:
 
     @classmethod
     def from_env(cls) -> ClientSettings:
-        env = os.environ
         return cls(
-            transfer_timeout=_timeout(TRANSFER_TIMEOUT_VARIABLE, None),
-            rpc_timeout=_timeout(RPC_TIMEOUT_VARIABLE, DEFAULT_RPC_TIMEOUT),
-            max_retries=_integer(RETRIES_VARIABLE, DEFAULT_RETRIES, 0, 100),
-            chunk_size=_integer(CHUNK_SIZE_VARIABLE, DEFAULT_CHUNK_SIZE, 1024, MAX_CHUNK_SIZE),
-            tls=env.get(TLS_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on"),
-            tls_ca=env.get(TLS_CA_VARIABLE) or None,
-            client_cert=env.get(CLIENT_CERT_VARIABLE) or None,
-            client_key=env.get(CLIENT_KEY_VARIABLE) or None,
+            transfer_timeout=_timeout(TRANSFER_TIMEOUT),
+            rpc_timeout=_timeout(RPC_TIMEOUT),
+            max_retries=_integer(MAX_RETRIES, 0, 100),
+            chunk_size=_integer(CHUNK_SIZE, 1024, MAX_CHUNK_SIZE),
+            tls=(TLS.get() or "").strip().lower() in ("1", "true", "yes", "on"),
+            tls_ca=TLS_CA.get() or None,
+            client_cert=CLIENT_CERT.get() or None,
+            client_key=CLIENT_KEY.get() or None,
             token=_token(),
-            direct_io=_switch(DIRECT_IO_VARIABLE, True),
+            direct_io=_switch(DIRECT_IO),
         )
 
 
 def _token() -> str | None:
     """`ARTIFACTD_TOKEN`, else the first line of `ARTIFACTD_TOKEN_FILE` (a mounted secret)."""
-    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    token = (TOKEN.get() or "").strip()
     if token:
         return token
-    path = os.environ.get(TOKEN_FILE_VARIABLE, "").strip()
+    path = (TOKEN_FILE.get() or "").strip()
     if not path:
         return None
     try:
         with open(path, encoding="utf-8") as fh:
             token = fh.readline().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"cannot read {TOKEN_FILE_VARIABLE}={path!r}: {exc}") from None
+        raise InvalidArgument(f"cannot read {TOKEN_FILE.name}={path!r}: {exc}") from None
     if not token:
-        raise InvalidArgument(f"{TOKEN_FILE_VARIABLE}={path!r} is empty")
+        raise InvalidArgument(f"{TOKEN_FILE.name}={path!r} is empty")
     return token
 
 
-def _switch(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
+def _switch(variable: Variable[bool]) -> bool:
+    name = variable.name
+    raw = (variable.get() or "").strip().lower()
     if not raw:
-        return default
+        return variable.default
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):
@@ -98,10 +98,11 @@ def _switch(name: str, default: bool) -> bool:
     raise InvalidArgument(f"{name}={raw!r} must be true or false (1/0, yes/no, on/off)")
 
 
-def _timeout(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name, "").strip()
+def _timeout(variable: Variable[float | None] | Variable[float]) -> float | None:
+    name = variable.name
+    raw = (variable.get() or "").strip()
     if not raw:
-        return default
+        return variable.default
     try:
         value = float(raw)
     except ValueError:
@@ -115,10 +116,11 @@ def _timeout(name: str, default: float | None) -> float | None:
     return value
 
 
-def _integer(name: str, default: int, low: int, high: int) -> int:
-    raw = os.environ.get(name, "").strip()
+def _integer(variable: Variable[int], low: int, high: int) -> int:
+    name = variable.name
+    raw = (variable.get() or "").strip()
     if not raw:
-        return default
+        return variable.default
     try:
         value = int(raw)
     except ValueError:
@@ -134,8 +136,7 @@ def channel_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | N
         return None
     if bool(settings.client_cert) != bool(settings.client_key):
         raise InvalidArgument(
-            f"a client certificate needs its key: set both {CLIENT_CERT_VARIABLE} and "
-            f"{CLIENT_KEY_VARIABLE}"
+            f"a client certificate needs its key: set both {CLIENT_CERT.name} and {CLIENT_KEY.name}"
         )
     return grpc.ssl_channel_credentials(
         root_certificates=read_pem(settings.tls_ca, "CA bundle") if settings.tls_ca else None,

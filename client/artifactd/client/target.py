@@ -8,36 +8,27 @@ so a user who expected it to matter learns that it does not.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import warnings
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from artifactd.protocol import environment
 from artifactd.protocol.errors import InvalidArgument
 from artifactd.protocol.ids import check_run_id
 from artifactd.protocol.paths import ROOT, ArtifactPath, parse
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TARGET = environment.SERVER.default
 DEFAULT_PORT = 50051
 URI_SCHEMES = ("artifactd", "mlflow-artifacts")
 RUNS_SCHEME = "runs"
 
-RESERVED_STORAGE_VARIABLES = (
-    "MLFLOW_S3_ENDPOINT_URL",
-    "MLFLOW_DEFAULT_ARTIFACT_ROOT",
-    "MLFLOW_ARTIFACTS_DESTINATION",
-    "MLFLOW_ARTIFACT_URI",
-    "STORAGE_EMULATOR_HOST",
-    "AZURE_STORAGE_CONNECTION_STRING",
-)
-"""Storage variables of the seed that change *where* artifacts go when an MLflow client reads
-them (an endpoint, a root, a connection string naming an account). Credentials and TLS settings
-(`AWS_CA_BUNDLE`, keys) are left alone: many machines set them for other tools, and they cannot
-redirect an artifact."""
+RESERVED_STORAGE_VARIABLES = tuple(variable.name for variable in environment.RESERVED_STORAGE)
+"""Storage variables that change *where* artifacts go when an MLflow client reads them
+(`environment.RESERVED_STORAGE` says why these and not credentials)."""
 
-STRICT_ENV_VARIABLE = "ARTIFACTD_STRICT_ENV"
+STRICT_ENV_VARIABLE = environment.STRICT_ENV.name
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _warned: set[str] = set()
@@ -83,7 +74,7 @@ def in_run(location: Location, run_id: str | None) -> Location:
 
 
 def strict_from_env() -> bool:
-    return os.environ.get(STRICT_ENV_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+    return (environment.STRICT_ENV.get() or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def guard_environment(strict: bool, stacklevel: int = 3) -> None:
@@ -92,7 +83,7 @@ def guard_environment(strict: bool, stacklevel: int = 3) -> None:
     `stacklevel` is that of the warning: the default points at the caller's caller (the line
     that made the client, when a client's `__init__` calls this).
     """
-    present = [name for name in RESERVED_STORAGE_VARIABLES if os.environ.get(name)]
+    present = [variable.name for variable in environment.RESERVED_STORAGE if variable.get()]
     if not present:
         return
     names = ", ".join(present)

@@ -9,13 +9,13 @@ many places at once. Both knobs exist only in glibc; elsewhere these functions d
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
+
+from artifactd.protocol.environment import TUNE_MALLOC
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
-_TUNE_VARIABLE = "ARTIFACTD_TUNE_MALLOC"
 _tuned = False
 _lock = threading.Lock()
 
@@ -59,7 +59,7 @@ def keep_transfer_buffers() -> None:
     """
     global _tuned  # noqa: PLW0603 - a process-wide setting is applied once per process
     with _lock:
-        if _tuned or os.environ.get(_TUNE_VARIABLE, "1").strip().lower() in ("0", "false", "no"):
+        if _tuned or (TUNE_MALLOC.get() or "1").strip().lower() in ("0", "false", "no"):
             return
         _tuned = True
     _mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024)

@@ -75,6 +75,7 @@ from artifactd.protocol.errors import (
     PermissionDenied,
 )
 from artifactd.protocol.paths import ArtifactPath, InvalidPath, parse
+from artifactd_server import settings
 from artifactd_server.storage.base import (
     DirectTransfers,
     Entry,
@@ -547,7 +548,7 @@ def _make_client(env: dict[str, str], account: str, host: str, timeout: float) -
         "max_single_get_size": DOWNLOAD_CHUNK,
         "max_chunk_get_size": DOWNLOAD_CHUNK,
     }
-    connection = env.get("AZURE_STORAGE_CONNECTION_STRING")
+    connection = settings.AZURE_CONNECTION_STRING.get(env)
     if connection:
         named = re.search(r"(?:^|;)\s*AccountName=([^;]*)", connection)
         if named and named.group(1).strip() != account:
@@ -562,7 +563,7 @@ def _make_client(env: dict[str, str], account: str, host: str, timeout: float) -
                 "AZURE_STORAGE_CONNECTION_STRING is not a valid connection string"
             ) from None
     url = f"https://{host}"
-    key = env.get("AZURE_STORAGE_ACCESS_KEY")
+    key = settings.AZURE_ACCESS_KEY.get(env)
     if key:
         return BlobServiceClient(
             url, credential={"account_name": account, "account_key": key}, **options

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 
 from artifactd.protocol.errors import AlreadyExists, InvalidArgument, NotFound
 from artifactd.protocol.paths import RESERVED_PREFIX, ArtifactPath, InvalidPath, parse
+from artifactd_server.settings import STORAGE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_VARIABLE = "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT"
-DEFAULT_TIMEOUT = 60.0
+TIMEOUT_VARIABLE = STORAGE_TIMEOUT.name
+DEFAULT_TIMEOUT = STORAGE_TIMEOUT.default
 REQUEST_ATTEMPTS = 3
 """Tries per storage request where the backend's library lets us say (botocore's default)."""
 
@@ -45,7 +46,7 @@ def transfer_timeout(env: Mapping[str, str]) -> float:
     MLflow honours it on three backends; here every network backend does, so a storage server
     that stops answering fails the RPC with UNAVAILABLE instead of hanging it. Checked at start-up.
     """
-    raw = (env.get(TIMEOUT_VARIABLE) or "").strip()
+    raw = (STORAGE_TIMEOUT.get(env) or "").strip()
     if not raw:
         return DEFAULT_TIMEOUT
     try:

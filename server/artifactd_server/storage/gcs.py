@@ -57,6 +57,7 @@ from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 from google.oauth2 import service_account
 
+from artifactd.protocol.environment import Variable
 from artifactd.protocol.errors import (
     Aborted,
     ArtifactError,
@@ -67,6 +68,7 @@ from artifactd.protocol.errors import (
     PermissionDenied,
 )
 from artifactd.protocol.paths import RESERVED_PREFIX, ROOT, ArtifactPath
+from artifactd_server import settings
 from artifactd_server.storage.base import (
     DirectTransfers,
     Entry,
@@ -92,10 +94,10 @@ from artifactd_server.storage.object_store import (
 log = logging.getLogger(__name__)
 
 CHUNK_QUANTUM = 256 * 1024
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+DEFAULT_CHUNK_SIZE = settings.GCS_UPLOAD_CHUNK.default
 MAX_COMPOSE = 32
 UPLOAD_PREFIX = f"{RESERVED_PREFIX}upload-"
-SIGNING_KEY_VARIABLE = "ARTIFACTD_GCS_SIGNING_KEY_FILE"
+SIGNING_KEY_VARIABLE = settings.GCS_SIGNING_KEY_FILE.name
 MAX_SIGNED_TTL = 7 * 24 * 3600
 """The longest a V4-signed URL may be valid (GCS's limit)."""
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -114,8 +116,8 @@ class GCSStorage(ObjectStoreStorage, DirectTransfers):
         env = dict(os.environ if environ is None else environ)
         self._bucket_name, prefix = _parse_destination(destination)
         super().__init__(prefix)
-        self.upload_chunk = _chunk_size(env, "MLFLOW_GCS_UPLOAD_CHUNK_SIZE")
-        self.download_chunk = _chunk_size(env, "MLFLOW_GCS_DOWNLOAD_CHUNK_SIZE")
+        self.upload_chunk = _chunk_size(env, settings.GCS_UPLOAD_CHUNK)
+        self.download_chunk = _chunk_size(env, settings.GCS_DOWNLOAD_CHUNK)
         timeout = transfer_timeout(env)
         # Each attempt waits at most `timeout`; retries stop after REQUEST_ATTEMPTS times that
         # (the library's default retries a server that does not answer for two minutes).
@@ -545,10 +547,11 @@ def _parse_destination(destination: str) -> tuple[str, str]:
     )
 
 
-def _chunk_size(env: dict[str, str], name: str) -> int:
-    raw = (env.get(name) or "").strip()
+def _chunk_size(env: dict[str, str], variable: Variable[int]) -> int:
+    name = variable.name
+    raw = (variable.get(env) or "").strip()
     if not raw:
-        return DEFAULT_CHUNK_SIZE
+        return variable.default
     if not raw.isdigit() or int(raw) == 0 or int(raw) % CHUNK_QUANTUM:
         raise InvalidArgument(
             f"{name} {raw!r} must be a positive number of bytes that is a multiple of 256 KiB "
@@ -558,10 +561,11 @@ def _chunk_size(env: dict[str, str], name: str) -> int:
 
 
 def _make_client(env: dict[str, str]) -> tuple[gcs.Client, Credentials | None]:
-    if env.get("STORAGE_EMULATOR_HOST"):
+    emulator = settings.GCS_EMULATOR_HOST.get(env)
+    if emulator:
         # the library reads the variable itself (from os.environ): keep the two in step
-        os.environ.setdefault("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
-        project = env.get("GOOGLE_CLOUD_PROJECT") or "artifactd"
+        os.environ.setdefault(settings.GCS_EMULATOR_HOST.name, emulator)
+        project = settings.GCS_PROJECT.get(env) or settings.GCS_PROJECT.default
         anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
         return gcs.Client(project=project, credentials=anonymous), anonymous
     try:
@@ -577,7 +581,7 @@ def _signing_credentials(env: dict[str, str], credentials: Credentials | None) -
     (checked at start-up), else nothing (direct transfers are then not offered)."""
     if isinstance(credentials, Signing):
         return credentials
-    key_file = (env.get(SIGNING_KEY_VARIABLE) or "").strip()
+    key_file = (settings.GCS_SIGNING_KEY_FILE.get(env) or "").strip()
     if not key_file:
         return None
     try:

@@ -35,6 +35,7 @@ from artifactd.protocol.errors import (
     PermissionDenied,
     Unavailable,
 )
+from artifactd_server import settings
 from artifactd_server.extras import raise_missing_extra
 from artifactd_server.storage.base import StorageCapabilities
 from artifactd_server.storage.common import transfer_timeout
@@ -134,8 +135,8 @@ def hadoop_settings(destination: str, env: Mapping[str, str]) -> HadoopSettings:
     if not root.startswith("/"):
         root = f"/{root}"
     host = f"{scheme}://{parts.hostname}" if parts.hostname else "default"
-    user = env.get("MLFLOW_KERBEROS_USER") or (unquote(parts.username) if parts.username else None)
-    extra_conf = parse_extra_conf(env.get("MLFLOW_PYARROW_EXTRA_CONF") or "")
+    user = settings.HDFS_USER.get(env) or (unquote(parts.username) if parts.username else None)
+    extra_conf = parse_extra_conf(settings.HDFS_EXTRA_CONF.get(env) or "")
     timeout_ms = str(int(transfer_timeout(env) * 1000))
     for key in TIMEOUT_KEYS:
         extra_conf.setdefault(key, timeout_ms)
@@ -143,7 +144,7 @@ def hadoop_settings(destination: str, env: Mapping[str, str]) -> HadoopSettings:
         "host": host,
         "port": port,
         "user": user,
-        "kerb_ticket": env.get("MLFLOW_KERBEROS_TICKET_CACHE") or None,
+        "kerb_ticket": settings.HDFS_TICKET_CACHE.get(env) or None,
         "extra_conf": extra_conf,
     }
     location = parts.hostname or ""

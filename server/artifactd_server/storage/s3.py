@@ -62,6 +62,7 @@ from artifactd.protocol.errors import (
     Unavailable,
 )
 from artifactd.protocol.paths import ROOT, ArtifactPath
+from artifactd_server import settings
 from artifactd_server.storage.base import (
     DirectTransfers,
     Entry,
@@ -281,7 +282,7 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
     # -- direct transfers (presigned) -------------------------------------------------------
 
     def direct_upload_refusal(self) -> str | None:
-        if self._env.get("MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION") == "unsigned":
+        if settings.S3_SIGNATURE_VERSION.get(self._env) == "unsigned":
             return "the server uses unsigned S3 requests, so it cannot presign URLs"
         if any(name.startswith("SSECustomer") for name in self._extra_args):
             return (
@@ -303,7 +304,7 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
             if region == self._client.meta.region_name:
                 self._presigner = self._client
             else:
-                self._presigner = _make_client({**self._env, "AWS_DEFAULT_REGION": region})
+                self._presigner = _make_client({**self._env, settings.S3_REGION.name: region})
         return self._presigner
 
     def _presign(self, operation: str, params: dict[str, Any], ttl: float) -> PresignedRequest:
@@ -580,15 +581,15 @@ def _truthy(value: str | None) -> bool:
 
 
 def _make_client(env: dict[str, str]) -> S3Client:
-    endpoint = env.get("MLFLOW_S3_ENDPOINT_URL") or None
+    endpoint = settings.S3_ENDPOINT_URL.get(env) or None
     if endpoint is not None:
         endpoint = validate_endpoint_url(endpoint)
-    style = (env.get("MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE") or "auto").lower()
+    style = (settings.S3_ADDRESSING_STYLE.get(env) or settings.S3_ADDRESSING_STYLE.default).lower()
     if style not in ("auto", "path", "virtual"):
         raise InvalidArgument(
             f"MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE {style!r} must be auto, path or virtual"
         )
-    signature = env.get("MLFLOW_EXPERIMENTAL_S3_SIGNATURE_VERSION") or "s3v4"
+    signature = settings.S3_SIGNATURE_VERSION.get(env) or settings.S3_SIGNATURE_VERSION.default
     timeout = transfer_timeout(env)
     config = Config(
         signature_version=UNSIGNED if signature == "unsigned" else signature,
@@ -598,20 +599,20 @@ def _make_client(env: dict[str, str]) -> S3Client:
         connect_timeout=min(10.0, timeout),
         read_timeout=timeout,
     )
-    verify: bool | str | None = False if _truthy(env.get("MLFLOW_S3_IGNORE_TLS")) else None
-    if verify is None and env.get("AWS_CA_BUNDLE"):
-        verify = env["AWS_CA_BUNDLE"]
+    verify: bool | str | None = False if _truthy(settings.S3_IGNORE_TLS.get(env)) else None
+    if verify is None and settings.S3_CA_BUNDLE.get(env):
+        verify = settings.S3_CA_BUNDLE.get(env)
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=endpoint, verify=verify, config=config)
 
 
 def _retries(env: dict[str, str]) -> _RetryDict:
     """botocore's standard retry mode unless AWS_RETRY_MODE says otherwise; AWS_MAX_ATTEMPTS."""
-    mode = env.get("AWS_RETRY_MODE") or "standard"
+    mode = settings.S3_RETRY_MODE.get(env) or settings.S3_RETRY_MODE.default
     if mode not in ("legacy", "standard", "adaptive"):
         raise InvalidArgument(f"AWS_RETRY_MODE {mode!r} must be legacy, standard or adaptive")
     retries: _RetryDict = {"mode": cast("Any", mode)}
-    attempts = env.get("AWS_MAX_ATTEMPTS")
+    attempts = settings.S3_MAX_ATTEMPTS.get(env)
     if attempts:
         if not attempts.isdigit() or int(attempts) < 1:
             raise InvalidArgument(f"AWS_MAX_ATTEMPTS {attempts!r} must be a positive integer")
@@ -620,7 +621,7 @@ def _retries(env: dict[str, str]) -> _RetryDict:
 
 
 def _upload_extra_args(env: dict[str, str], client: S3Client) -> dict[str, Any]:
-    raw = env.get("MLFLOW_S3_UPLOAD_EXTRA_ARGS")
+    raw = settings.S3_UPLOAD_EXTRA_ARGS.get(env)
     if not raw:
         return {}
     try:

@@ -38,6 +38,7 @@ from artifactd.protocol.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from artifactd_server import settings
 from artifactd_server.storage.base import StorageCapabilities
 from artifactd_server.storage.common import transfer_timeout
 from artifactd_server.storage.remote_fs import (
@@ -50,7 +51,7 @@ from artifactd_server.storage.remote_fs import (
 
 log = logging.getLogger(__name__)
 
-ACCEPT_NEW_ENV = "ARTIFACTD_SFTP_ACCEPT_NEW_HOST_KEYS"
+ACCEPT_NEW_ENV = settings.SFTP_ACCEPT_NEW_HOST_KEYS.name
 
 Conn = tuple[paramiko.SSHClient, paramiko.SFTPClient]
 
@@ -104,9 +105,7 @@ class _SFTP(RemoteFS[Conn]):
     def __init__(
         self, alias: str, port: int | None, user: str | None, password: str | None
     ) -> None:
-        config_path = os.environ.get("ARTIFACTD_SFTP_SSH_CONFIG") or os.path.expanduser(
-            "~/.ssh/config"
-        )
+        config_path = settings.SFTP_SSH_CONFIG.get() or os.path.expanduser("~/.ssh/config")
         config = paramiko.SSHConfig()
         if os.path.exists(config_path):
             config = paramiko.SSHConfig.from_path(config_path)
@@ -116,11 +115,11 @@ class _SFTP(RemoteFS[Conn]):
         self.port = port or int(host.get("port", 22))
         self.user = user or host.get("user") or _local_user()
         self._password = password
-        identity = os.environ.get("ARTIFACTD_SFTP_IDENTITY_FILE")
+        identity = settings.SFTP_IDENTITY_FILE.get()
         self._identities = [identity] if identity else host.get("identityfile")
         self._known = paramiko.HostKeys()
         known_files = [
-            os.environ.get("ARTIFACTD_SFTP_KNOWN_HOSTS") or "",
+            settings.SFTP_KNOWN_HOSTS.get() or "",
             *(host.get("userknownhostsfile", "").split()),
             os.path.expanduser("~/.ssh/known_hosts"),
             "/etc/ssh/ssh_known_hosts",
@@ -129,7 +128,7 @@ class _SFTP(RemoteFS[Conn]):
             if path and os.path.exists(os.path.expanduser(path)):
                 with contextlib.suppress(OSError):
                     self._known.load(os.path.expanduser(path))
-        self._accept_new = os.environ.get(ACCEPT_NEW_ENV, "") == "1"
+        self._accept_new = settings.SFTP_ACCEPT_NEW_HOST_KEYS.get() == "1"
         self._timeout = transfer_timeout(os.environ)
 
     def connect(self) -> Conn:
