@@ -19,8 +19,12 @@ from unittest import mock
 
 import grpc
 import pytest
+from tqdm import tqdm
 
 from artifactd.client import ArtifactClient
+from artifactd.client.client import _TreeDownload
+from artifactd.client.localfiles import Destination
+from artifactd.protocol.errors import DataLoss, InvalidArgument
 from artifactd.protocol.paths import ROOT, parse
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
@@ -309,3 +313,40 @@ def test_group_sync_is_used_only_where_it_is_as_durable_as_fsync(tmp_path: Path)
         publisher.finish()
     assert syncs.call_count == 0
     assert stored(tmp_path) == ["a", "b", "c", "mountinfo"]
+
+
+def test_a_packed_file_that_fails_verification_is_never_published(tmp_path: Path) -> None:
+    """The client writes packed files on a writer thread: a file whose bytes do not match the
+    digest the server announced must still fail the download and leave no trace, and a path
+    the grammar refuses must be refused before anything is written. (A real server does not
+    send a wrong digest: the messages are made here.)"""
+
+    def entry(path: str, data: bytes, digest: str | None = None) -> pb.PackedDownload:
+        info = pb.FileInfo(
+            path=path, file_size=len(data), sha256=digest or hashlib.sha256(data).hexdigest()
+        )
+        return pb.PackedDownload(file=info, data=data)
+
+    files = [entry(f"d/{n:02d}", b"x" * n) for n in range(80)]
+    files[40] = entry("d/40", b"tampered", hashlib.sha256(b"original").hexdigest())
+    tree = _TreeDownload(parse("d"), Destination(str(tmp_path)), tqdm(disable=True), False)
+    with pytest.raises(DataLoss, match="sha256"):
+        try:
+            tree.receive(pb.DownloadArtifactsResponse(files=files))
+            tree.finish()
+        finally:
+            tree.close()
+    written = os.listdir(tmp_path / "d")
+    assert "40" not in written
+    assert not [name for name in written if not name.isdigit()], "no temporary file stays"
+    for name in written:
+        assert (tmp_path / "d" / name).read_bytes() == b"x" * int(name)
+
+    tree = _TreeDownload(parse("d"), Destination(str(tmp_path / "2")), tqdm(disable=True), False)
+    with pytest.raises(InvalidArgument):
+        try:
+            tree.receive(pb.DownloadArtifactsResponse(files=[entry("d/../../escape", b"x")]))
+        finally:
+            tree.close()
+    assert not (tmp_path / "escape").exists()
+    assert not (tmp_path.parent / "escape").exists()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol, TypeVar
@@ -57,6 +59,7 @@ BATCH_FILES = 10_000
 PACKED_FILE_MAX = 256 * 1024
 """Files up to this size go several to a LogArtifacts message where the server takes that
 (`packed_files`), in messages of about `chunk_size` bytes."""
+PACKED_WRITES_IN_FLIGHT = 64
 
 
 @dataclass(frozen=True)
@@ -519,7 +522,7 @@ class ArtifactClient(Connection):
                 )
                 for message in stream:
                     tree.receive(message)
-                tree.finish_file()
+                tree.finish()
             finally:
                 tree.close()
 
@@ -608,7 +611,13 @@ class _FileDownload:
 
 
 class _TreeDownload:
-    """A DownloadArtifacts stream being written out, one verified file after another."""
+    """A DownloadArtifacts stream being written out, each file verified before it appears.
+
+    Whole small files (packed) are written by a writer thread while the next messages arrive:
+    their open, write and rename release the GIL, and one after another they were a third of
+    the client's time for 1,000 files of 16 KiB. At most `PACKED_WRITES_IN_FLIGHT` wait, so
+    at most that many packed files' bytes are held (each is at most 256 KiB).
+    """
 
     def __init__(
         self, root: ArtifactPath, destination: Destination, bar: tqdm[Any], direct_io: bool
@@ -618,15 +627,27 @@ class _TreeDownload:
         self.destination = destination
         self.bar = bar
         self.current: VerifiedFile | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writes: deque[Future[None]] = deque()
 
     def receive(self, message: pb.DownloadArtifactsResponse) -> None:
         for packed in message.files:  # whole small files (accept_packed_files)
-            self._start(packed.file)
-            self._write(packed.data)
             self.finish_file()
+            info, path = _checked_path(packed.file, self.root)
+            if info.is_dir:
+                raise DataLoss(f"the server sent directory {info.path!r} as a packed file")
+            self._write_whole(self.destination.file(path.parts), info, packed.data)
+            self.bar.update(1)
         if message.HasField("file"):
             self._start(message.file)
         self._write(message.data)
+
+    def _write_whole(self, target: str, info: ArtifactInfo, data: bytes) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="artifactd-download-writer")
+        self._writes.append(self._writer.submit(_write_file, target, info, data))
+        while len(self._writes) > PACKED_WRITES_IN_FLIGHT:
+            self._writes.popleft().result()  # raises what failed there (DataLoss, OSError...)
 
     def _start(self, file: pb.FileInfo) -> None:
         self.finish_file()
@@ -641,8 +662,7 @@ class _TreeDownload:
             self.bar.update(1)
 
     def _write(self, data: bytes | memoryview) -> None:
-        """`data`: a view of the received buffer (artifactd.protocol.wire.Chunk), or a packed
-        file's bytes."""
+        """`data`: a view of the received buffer (artifactd.protocol.wire.Chunk)."""
         if data:
             if self.current is None:
                 raise DataLoss("the server sent file data without naming the file")
@@ -653,9 +673,31 @@ class _TreeDownload:
             current, self.current = self.current, None
             current.commit()
 
+    def finish(self) -> None:
+        """The last file published and every packed file written: the tree is complete."""
+        self.finish_file()
+        while self._writes:
+            self._writes.popleft().result()
+
     def close(self) -> None:
+        """However the stream ended: the file in progress goes, and the writer thread finishes
+        what it has (each packed file is published whole or not at all) before this returns."""
         if self.current is not None:
             self.current.abort()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writes.clear()
+
+
+def _write_file(target: str, info: ArtifactInfo, data: bytes) -> None:
+    """One whole packed file, verified against its info, published under its name."""
+    out = VerifiedFile(target, info.file_size, info.sha256, direct_io=False)
+    try:
+        out.write(data)
+    except BaseException:
+        out.abort()
+        raise
+    out.commit()
 
 
 class _FinishSent(Iterator[OutgoingChunk[T]]):
