@@ -2,7 +2,7 @@
 # Builds (and so type-checks) the TypeScript and Go clients with their roundtrip examples,
 # offline. Needs scripts/install_clients.sh first.
 #   TypeScript: tsc -p client/typescript (strict) -> client/typescript/dist/;
-#               run: node client/typescript/dist/examples/roundtrip.js TARGET FILE OUT [PATH]
+#               run: node client/typescript/dist/examples/roundtrip.js [OPTIONS] FILE OUT [PATH]
 #   Go:         go vet + go build -> client/go/bin/roundtrip; run: client/go/bin/roundtrip ...
 #
 # How Go builds without a module proxy: client/go/go.mod names the module versions an online

@@ -2,24 +2,35 @@
 // generated TypeScript client, and prints the sha256 of the source, of what the server stored,
 // listed and sent back.
 //
-//   node dist/examples/roundtrip.js TARGET FILE OUT [ARTIFACT_PATH]
+//   node dist/examples/roundtrip.js [OPTIONS] FILE OUT [ARTIFACT_PATH]
 //
-// TARGET is host:port (plaintext gRPC) or an http(s):// URL, FILE the file to upload, OUT where
-// the download goes, ARTIFACT_PATH the path on the server (default roundtrip/<base name of
-// FILE>). The last line printed is a JSON object with the four digests; the exit status is 1
-// unless they all agree.
+// FILE is the file to upload, OUT where the download goes, ARTIFACT_PATH the path on the server
+// (default roundtrip/<base name of FILE>). The options are the Python CLI's, each with the same
+// environment variable as its fallback (connect() in src/connection.ts reads them):
+//   --server HOST:PORT   or an http(s):// URL (ARTIFACTD_SERVER; default 127.0.0.1:50051)
+//   --tls                TLS with Node's default CAs (ARTIFACTD_TLS=1)
+//   --tls-ca PEM         CA bundle for the server's certificate (ARTIFACTD_TLS_CA)
+//   --client-cert PEM    client certificate for mutual TLS (ARTIFACTD_CLIENT_CERT)
+//   --client-key PEM     its key (ARTIFACTD_CLIENT_KEY)
+//   --token-file FILE    first line: the bearer token (ARTIFACTD_TOKEN_FILE; or ARTIFACTD_TOKEN)
+// The last line printed is a JSON object with the four digests; the exit status is 1 unless they
+// all agree. A failed call ends with "roundtrip: status <gRPC code>: <message>" and status 1.
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { basename, posix } from "node:path";
 import { once } from "node:events";
+import { parseArgs } from "node:util";
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ConnectError } from "@connectrpc/connect";
 
 import {
   connect,
+  grpcStatusName,
   OverwritePolicy,
   type ArtifactdClients,
+  type ConnectionOptions,
   type FileInfo,
   type LogArtifactRequestSchema,
 } from "../src/index.js";
@@ -99,14 +110,46 @@ async function download(artifacts: Artifacts, artifact: string, out: string): Pr
   return digest.digest("hex");
 }
 
+const USAGE =
+  "usage: roundtrip [--server HOST:PORT] [--tls] [--tls-ca PEM] [--client-cert PEM] " +
+  "[--client-key PEM] [--token-file FILE] FILE OUT [ARTIFACT_PATH]";
+
 async function main(argv: string[]): Promise<number> {
-  if (argv.length < 3 || argv.length > 4) {
-    console.error("usage: roundtrip TARGET FILE OUT [ARTIFACT_PATH]");
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        server: { type: "string" },
+        tls: { type: "boolean" },
+        "tls-ca": { type: "string" },
+        "client-cert": { type: "string" },
+        "client-key": { type: "string" },
+        "token-file": { type: "string" },
+      },
+    });
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : err}\n${USAGE}`);
     return 2;
   }
-  const [target, source, out] = argv as [string, string, string];
-  const artifact = argv[3] ?? `roundtrip/${basename(source)}`;
-  const { artifacts } = connect(target);
+  const { values, positionals } = parsed;
+  if (positionals.length < 2 || positionals.length > 3) {
+    console.error(USAGE);
+    return 2;
+  }
+  const [source, out] = positionals as [string, string];
+  const artifact = positionals[2] ?? `roundtrip/${basename(source)}`;
+  // Options left undefined fall back to the environment's variables.
+  const options: ConnectionOptions = {
+    server: values.server,
+    tls: values.tls,
+    caFile: values["tls-ca"],
+    clientCert: values["client-cert"],
+    clientKey: values["client-key"],
+    tokenFile: values["token-file"],
+  };
+  const { artifacts } = connect(options);
 
   const { sourceSha256, stored } = await upload(artifacts, source, artifact);
   console.log(
@@ -134,7 +177,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    console.error("roundtrip:", err instanceof Error ? err.message : err);
+    if (err instanceof ConnectError) {
+      console.error(`roundtrip: status ${grpcStatusName(err.code)}: ${err.rawMessage}`);
+    } else {
+      console.error("roundtrip:", err instanceof Error ? err.message : err);
+    }
     process.exit(1);
   },
 );

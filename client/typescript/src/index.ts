@@ -1,33 +1,40 @@
 // The artifactd TypeScript client: the generated messages and service descriptors of
 // protos/artifactd/v1/ (src/gen/, by scripts/gen_protos.sh; do not edit), and typed clients for
-// them over gRPC (HTTP/2) with Connect-ES's Node transport.
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+// them over gRPC (HTTP/2) with Connect-ES's Node transport. How to connect (the server, TLS, a
+// client certificate, a token, and their environment variables) is in connection.ts.
+import { createClient, type Client } from "@connectrpc/connect";
 
 import { ArtifactService } from "./gen/artifactd/v1/artifact_service_pb.js";
 import { RunService } from "./gen/artifactd/v1/run_service_pb.js";
+import { createArtifactdTransport, type ConnectionOptions } from "./connection.js";
 
 export * from "./gen/artifactd/v1/artifact_service_pb.js";
 export * from "./gen/artifactd/v1/run_service_pb.js";
+export * from "./connection.js";
 
 export interface ArtifactdClients {
   artifacts: Client<typeof ArtifactService>;
   runs: Client<typeof RunService>;
 }
 
-export interface ConnectOptions {
-  /** Interceptors for every call, e.g. one that sets an `authorization` header. */
-  interceptors?: Interceptor[];
-}
+/** `connect`'s options under their earlier name (when they held only `interceptors`). */
+export type ConnectOptions = ConnectionOptions;
 
 /**
- * Typed clients for a server at `target`: `host:port` (plaintext gRPC, as the Python client's
- * default on loopback) or a URL, `http://host:port` or `https://host:port` (TLS with Node's
- * default trust store).
+ * Typed clients for an artifactd server. `options` (or `target`, the server alone) say where
+ * and how: `host:port` or an http(s):// URL, TLS with a CA bundle and a client certificate, a
+ * bearer token. What they leave out comes from the environment, as in the Python client:
+ * ARTIFACTD_SERVER, ARTIFACTD_TLS, ARTIFACTD_TLS_CA, ARTIFACTD_CLIENT_CERT,
+ * ARTIFACTD_CLIENT_KEY, ARTIFACTD_TOKEN, ARTIFACTD_TOKEN_FILE. Without any of them: plaintext
+ * to 127.0.0.1:50051.
  */
-export function connect(target: string, options: ConnectOptions = {}): ArtifactdClients {
-  const baseUrl = /^https?:\/\//.test(target) ? target : `http://${target}`;
-  const transport = createGrpcTransport({ baseUrl, interceptors: options.interceptors ?? [] });
+export function connect(
+  target?: string | ConnectionOptions,
+  options: ConnectionOptions = {},
+): ArtifactdClients {
+  const merged =
+    typeof target === "string" ? { ...options, server: target } : { ...options, ...target };
+  const transport = createArtifactdTransport(merged);
   return {
     artifacts: createClient(ArtifactService, transport),
     runs: createClient(RunService, transport),

@@ -2,11 +2,21 @@
 // again, with the Go client generated from protos/artifactd/v1/ (package artifactdv1), and
 // prints the sha256 of the source, of what the server stored, listed and sent back.
 //
-//	roundtrip TARGET FILE OUT [ARTIFACT_PATH]
+//	roundtrip [OPTIONS] FILE OUT [ARTIFACT_PATH]
 //
-// TARGET is host:port (plaintext gRPC), FILE the file to upload, OUT where the download goes,
-// ARTIFACT_PATH the path on the server (default roundtrip/<base name of FILE>). The last line
-// printed is a JSON object with the four digests; the exit status is 1 unless they all agree.
+// FILE is the file to upload, OUT where the download goes, ARTIFACT_PATH the path on the server
+// (default roundtrip/<base name of FILE>). The options are the Python CLI's, each with the same
+// environment variable as its fallback (package artifactd, ../../artifactd, reads them):
+//
+//	-server HOST:PORT   ARTIFACTD_SERVER (default 127.0.0.1:50051)
+//	-tls                TLS with the system's CAs (ARTIFACTD_TLS=1)
+//	-tls-ca PEM         CA bundle for the server's certificate (ARTIFACTD_TLS_CA)
+//	-client-cert PEM    client certificate for mutual TLS (ARTIFACTD_CLIENT_CERT)
+//	-client-key PEM     its key (ARTIFACTD_CLIENT_KEY)
+//	-token-file FILE    first line: the bearer token (ARTIFACTD_TOKEN_FILE; or ARTIFACTD_TOKEN)
+//
+// The last line printed is a JSON object with the four digests; the exit status is 1 unless they
+// all agree. A failed call ends with "roundtrip: status <gRPC code>: <error>" and status 1.
 package main
 
 import (
@@ -15,6 +25,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,8 +33,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"google.golang.org/grpc"
-
+	"artifactd/client/go/artifactd"
 	artifactdv1 "artifactd/client/go/artifactdv1"
 )
 
@@ -32,31 +42,53 @@ import (
 const maxChunk = 1 << 20
 
 func main() {
-	if len(os.Args) < 4 || len(os.Args) > 5 {
-		fmt.Fprintln(os.Stderr, "usage: roundtrip TARGET FILE OUT [ARTIFACT_PATH]")
+	var o artifactd.Options
+	flags := flag.NewFlagSet("roundtrip", flag.ContinueOnError)
+	flags.Usage = func() {
+		fmt.Fprintln(flags.Output(), "usage: roundtrip [OPTIONS] FILE OUT [ARTIFACT_PATH]")
+		flags.PrintDefaults()
+	}
+	flags.StringVar(&o.Server, "server", "",
+		"HOST:PORT ("+artifactd.ServerVariable+"; default "+artifactd.DefaultServer+")")
+	flags.BoolVar(&o.TLS, "tls", false, "TLS with the system's CAs ("+artifactd.TLSVariable+"=1)")
+	flags.StringVar(&o.CAFile, "tls-ca", "",
+		"CA bundle (PEM) for the server's certificate ("+artifactd.TLSCAVariable+")")
+	flags.StringVar(&o.ClientCert, "client-cert", "",
+		"client certificate (PEM) for mutual TLS ("+artifactd.ClientCertVariable+")")
+	flags.StringVar(&o.ClientKey, "client-key", "",
+		"key (PEM) of -client-cert ("+artifactd.ClientKeyVariable+")")
+	flags.StringVar(&o.TokenFile, "token-file", "", "file whose first line is the bearer token ("+
+		artifactd.TokenFileVariable+"; or "+artifactd.TokenVariable+")")
+	if err := flags.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	target, source, out := os.Args[1], os.Args[2], os.Args[3]
-	artifact := "roundtrip/" + filepath.Base(source)
-	if len(os.Args) == 5 {
-		artifact = os.Args[4]
+	args := flags.Args()
+	if len(args) < 2 || len(args) > 3 {
+		flags.Usage()
+		os.Exit(2)
 	}
-	if err := run(target, source, out, artifact); err != nil {
-		fmt.Fprintln(os.Stderr, "roundtrip:", err)
+	source, out := args[0], args[1]
+	artifact := "roundtrip/" + filepath.Base(source)
+	if len(args) == 3 {
+		artifact = args[2]
+	}
+	if err := run(o, source, out, artifact); err != nil {
+		if name := artifactd.StatusName(err); name != "" {
+			fmt.Fprintf(os.Stderr, "roundtrip: status %s: %v\n", name, err)
+		} else {
+			fmt.Fprintln(os.Stderr, "roundtrip:", err)
+		}
 		os.Exit(1)
 	}
 }
 
-func run(target, source, out, artifact string) error {
+func run(o artifactd.Options, source, out, artifact string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	// Plaintext, for a server on loopback; use grpc.WithTransportCredentials for TLS.
-	dialCtx, dialCancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dialCancel()
-	conn, err := grpc.DialContext(dialCtx, target, grpc.WithInsecure(), grpc.WithBlock(),
-		grpc.FailOnNonTempDialError(true))
+	// TLS, a client certificate and a token as the options and the environment say.
+	conn, err := artifactd.Dial(ctx, o)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", target, err)
+		return err
 	}
 	defer conn.Close()
 	client := artifactdv1.NewArtifactServiceClient(conn)
