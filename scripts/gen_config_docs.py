@@ -114,6 +114,31 @@ def variables_section(
     return lines
 
 
+def mlflow_section() -> list[str]:
+    """Every MLflow variable either side reads, in one table: what MLflow users look for."""
+    rows = []
+    for option in settings.SERVE_OPTIONS:
+        if option.variable.startswith("MLFLOW_"):
+            rows.append(
+                [f"`{option.variable}`", "server", f"`{option.flag}`: {option.help}", "same"]
+            )
+    for where, variables in (
+        ("server", settings.SERVER_VARIABLES),
+        ("client", environment.CLIENT_VARIABLES),
+    ):
+        for variable in variables:
+            if variable.name.lstrip("_").startswith("MLFLOW_"):
+                rows.append([f"`{variable.name}`", where, variable.help, variable.mlflow or "same"])
+    return [
+        "## MLflow variables",
+        "",
+        "The `MLFLOW_` variables above in one table: same name, same meaning as in MLflow "
+        "unless the last column says otherwise.",
+        "",
+        *table(["variable", "read by", "meaning in artifactd", "MLflow"], rows),
+    ]
+
+
 def render() -> str:
     lines = [
         "# Configuration reference",
@@ -156,6 +181,7 @@ def render() -> str:
             environment.CLIENT_VARIABLES,
             with_flag=True,
         ),
+        *mlflow_section(),
     ]
     while lines[-1] == "":
         lines.pop()
