@@ -10,12 +10,12 @@ page fails CI. Run it with the development venv: `.venv/bin/python scripts/gen_c
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import click
+import docpage
+from docpage import ROOT
 
 from artifactd.cli.main import cli as client_cli
 from artifactd.protocol import environment
@@ -24,7 +24,6 @@ from artifactd_server import settings
 from artifactd_server.cli import option_default
 from artifactd_server.db_cli import db
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "reference" / "configuration.md"
 
 
@@ -188,25 +187,5 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the page is out of date")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
-            print(
-                f"{PAGE.relative_to(ROOT)} is out of date: run scripts/gen_config_docs.py "
-                "and commit the result",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(text, encoding="utf-8")
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(docpage.main(__file__, PAGE, render))

@@ -8,7 +8,6 @@ is described, and this page cannot disagree with them. scripts/test.sh runs it w
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
@@ -16,10 +15,11 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import docpage
 import grpc_tools
+from docpage import ROOT
 from google.protobuf import descriptor_pb2
 
-ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 PAGE = ROOT / "docs" / "reference" / "protobuf.md"
 
@@ -270,25 +270,5 @@ def render() -> str:
     return Renderer(files).render()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the page is out of date")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
-            print(
-                f"{PAGE.relative_to(ROOT)} is out of date: run scripts/gen_proto_docs.py "
-                "and commit the result",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(text, encoding="utf-8")
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(docpage.main(__file__, PAGE, render))
