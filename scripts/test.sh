@@ -70,6 +70,16 @@ step "layers (import-linter: .importlinter)"
 # the client never imports the server; each distribution's folders depend only downward
 "$VENV/bin/lint-imports"
 
+step "docs: generated pages current, mkdocs build --strict"
+# The configuration and protobuf references and the benchmark tables are generated and committed:
+# a change to the settings tables, protos/ or bench/results/ without regenerating fails here.
+"$VENV/bin/python" scripts/gen_config_docs.py --check
+"$VENV/bin/python" scripts/gen_proto_docs.py --check
+"$VENV/bin/python" bench/plot_results.py --check
+DOCS_SITE=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --quiet --site-dir "$DOCS_SITE"
+rm -rf "$DOCS_SITE"
+
 step "database servers for the backend-store tests"
 scripts/ensure_databases.sh
 
