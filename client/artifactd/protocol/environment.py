@@ -153,7 +153,8 @@ MAX_RETRIES = Variable(
     5,
     "Retries, with exponential backoff (or the server's suggested delay, at most 30 s), while "
     "the server is UNAVAILABLE: only calls that are safe to repeat (list, stat, delete, "
-    "downloads, which resume from the last byte received, and resumable uploads).",
+    "downloads, which resume from the last byte received, and resumable uploads, which continue "
+    "from what the server holds); other uploads are not retried.",
     _TIMEOUTS,
 )
 
