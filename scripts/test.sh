@@ -64,7 +64,7 @@ step "ruff"
 step "mypy"
 # the generated artifactd.v1 stubs are left out (checked-in .pyi files type them for users)
 "$VENV/bin/mypy" -p artifactd_server -p artifactd.client -p artifactd.cli -p artifactd.mlflow \
-  -p artifactd.protocol
+  -p artifactd.protocol -p artifactd.filesystem
 
 step "layers (import-linter: .importlinter)"
 # the client never imports the server; each distribution's folders depend only downward

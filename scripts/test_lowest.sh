@@ -25,7 +25,7 @@ find_links=()
 [ -n "${PIP_FIND_LINKS:-}" ] && find_links=(--find-links "$PIP_FIND_LINKS")
 "$DEV/bin/uv" pip compile -q --resolution lowest-direct --python "$LOWEST/bin/python" \
   "${find_links[@]}" -o "$WORK/lowest.txt" "$WORK/lowest.in"
-grep -E '^(alembic|azure|boto3|click|crc32c|cryptography|google-cloud-storage|grpcio|paramiko|prometheus|protobuf|psycopg|pyarrow|pyjwt|pymysql|sqlalchemy|tqdm|urllib3)' \
+grep -E '^(alembic|azure|boto3|click|crc32c|cryptography|fsspec|google-cloud-storage|grpcio|paramiko|prometheus|protobuf|psycopg|pyarrow|pyjwt|pymysql|sqlalchemy|tqdm|urllib3)' \
   "$WORK/lowest.txt" | tr '\n' ' '
 echo
 "$LOWEST/bin/python" -m pip install -q --no-deps --force-reinstall -r "$WORK/lowest.txt"

@@ -35,6 +35,7 @@ from artifactd.client.direct import (
     file_digest,
 )
 from artifactd.client.localfiles import Destination, VerifiedFile
+from artifactd.client.ranges import RangeReader
 from artifactd.client.resumable import ResumableUpload
 from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, error
 from artifactd.client.settings import ClientSettings
@@ -186,11 +187,13 @@ class ArtifactClient(Connection):
         artifact_path: str | None = None,
         *,
         run_id: str | None = None,
+        file_name: str | None = None,
     ) -> ArtifactInfo:
-        """Uploads one file to `<artifact_path>/<its base name>`; atomic and verified."""
+        """Uploads one file to `<artifact_path>/<its base name>` (or `<artifact_path>/<file_name>`);
+        atomic and verified."""
         local = os.fspath(local_file)
         base, run = self._locate(artifact_path, run_id)
-        destination = join(base, os.path.basename(local))
+        destination = join(base, file_name or os.path.basename(local))
         stat = os.stat(local)
         if (
             self.direct.enabled
@@ -237,7 +240,12 @@ class ArtifactClient(Connection):
         return _checked_info(response.file, destination)
 
     def log_stream(
-        self, stream: Readable, artifact_path: str, *, run_id: str | None = None
+        self,
+        stream: Readable,
+        artifact_path: str,
+        *,
+        run_id: str | None = None,
+        overwrite: bool | None = None,
     ) -> ArtifactInfo:
         """Uploads what `stream.read()` yields until end of file to the file `artifact_path`,
         with no local copy (a request body being proxied, bytes made in memory).
@@ -245,12 +253,14 @@ class ArtifactClient(Connection):
         The size is not known in advance: the server writes under a temporary name and publishes
         atomically once the stream ends, with the sha256 (or CRC32C) computed while reading; a
         stream that breaks, or a `read` that raises, stores nothing and the error is raised here.
-        Not retried: a stream cannot be replayed.
+        Not retried: a stream cannot be replayed. `overwrite` (default: the client's) False
+        refuses to replace a file already there (AlreadyExists), atomically on the server.
         """
         destination, run = self._locate(artifact_path, run_id)
         if destination.is_root:
             raise InvalidArgument("log_stream needs a file path, not the artifact root")
-        header = pb.UploadHeader(path=str(destination), overwrite=self._policy(), run_id=run)
+        policy = self._policy(overwrite)
+        header = pb.UploadHeader(path=str(destination), overwrite=policy, run_id=run)
         source = _ReadErrors(stream)
         messages = _file_messages(
             source, header, pb.LogArtifactRequest, self.settings.chunk_size, None, self._checksum()
@@ -392,8 +402,8 @@ class ArtifactClient(Connection):
         """A new checksum of the kind the server verifies best (see `checksums`)."""
         return checksum_for(self._server_capabilities())()
 
-    def _policy(self) -> pb.OverwritePolicy.ValueType:
-        if self.overwrite:
+    def _policy(self, overwrite: bool | None = None) -> pb.OverwritePolicy.ValueType:
+        if self.overwrite if overwrite is None else overwrite:
             return pb.OVERWRITE_POLICY_OVERWRITE
         return pb.OVERWRITE_POLICY_FAIL_IF_EXISTS
 
@@ -473,6 +483,42 @@ class ArtifactClient(Connection):
         elif not self._download_directly(path, run, destination.file(path.parts), info):
             self._download_file(path, run, destination.file(path.parts))
         return os.path.join(dst, *local)
+
+    def download_file(
+        self,
+        artifact_path: str,
+        local_path: str | os.PathLike[str],
+        *,
+        run_id: str | None = None,
+    ) -> str:
+        """Downloads one file to exactly `local_path` (its directories created, a file there
+        replaced), checked against the server's size and sha256 as every download; returns the
+        absolute local path. A directory is InvalidArgument: use `download_artifacts`."""
+        path, run = self._locate(artifact_path, run_id)
+        info = self.get_artifact_info(str(path), run_id=run or None)
+        if info.is_dir:
+            raise InvalidArgument(f"'{path}' is a directory, not a file")
+        target = os.path.abspath(os.fspath(local_path))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not self._download_directly(path, run, target, info):
+            self._download_file(path, run, target)
+        return target
+
+    def open_range(
+        self,
+        artifact_path: str,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> RangeReader:
+        """Bytes `[offset, offset + length)` of a file (to its end when `length` is None) as a
+        stream the server reads only that range for: random access without downloading the
+        file (see `RangeReader`). Nothing is sent before the first `read`."""
+        path, run = self._locate(artifact_path, run_id)
+        if path.is_root:
+            raise InvalidArgument("a range needs a file path, not the artifact root")
+        return RangeReader(self._stub, self.settings, path, run, offset, length)
 
     def _download_directly(
         self, path: ArtifactPath, run_id: str, target: str, info: ArtifactInfo

@@ -76,13 +76,19 @@ def _token() -> str | None:
     path = (TOKEN_FILE.get() or "").strip()
     if not path:
         return None
+    return read_token_file(path, TOKEN_FILE.name)
+
+
+def read_token_file(path: str, source: str) -> str:
+    """The bearer token in the first line of the file `path` (a mounted secret); `source` says
+    where the path came from (a variable, an option) in the errors."""
     try:
         with open(path, encoding="utf-8") as fh:
             token = fh.readline().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"cannot read {TOKEN_FILE.name}={path!r}: {exc}") from None
+        raise InvalidArgument(f"cannot read {source}={path!r}: {exc}") from None
     if not token:
-        raise InvalidArgument(f"{TOKEN_FILE.name}={path!r} is empty")
+        raise InvalidArgument(f"{source}={path!r} is empty")
     return token
 
 

@@ -146,6 +146,20 @@ def resolve(location: str | None, *, allow_root: bool = True) -> Location:
     return Location(target, parse(raw, allow_root=allow_root))
 
 
+def server_uri(uri: str, scheme: str = "artifactd") -> Location:
+    """The server and path of an `artifactd://host:port/<path>` URI: the form the MLflow
+    plugin's artifact URIs and the fsspec filesystem's URLs take (`artifactd:/<path>` or
+    `artifactd:///<path>`: the configured server). Trailing slashes are tolerated (MLflow joins
+    URIs with one at times); anything but this scheme is refused."""
+    if uri.partition(":")[0].lower() != scheme or not uri.partition(":")[2]:
+        raise InvalidArgument(
+            f"{uri!r} is not an {scheme} URI: expected {scheme}://host:port/<path>"
+        )
+    while uri.endswith("/") and not uri.endswith("://"):
+        uri = uri[:-1]
+    return resolve(uri)
+
+
 def _resolve_run_uri(location: str, *, allow_root: bool) -> Location:
     """`runs:/<run_id>/<path>`: MLflow's run-relative URI; the server is the configured one."""
     rest = location[len(RUNS_SCHEME) + 1 :]

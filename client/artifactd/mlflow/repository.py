@@ -31,9 +31,6 @@ import asyncio
 import io
 import os
 import posixpath
-import queue
-import shutil
-import tempfile
 import threading
 import uuid
 import weakref
@@ -43,7 +40,8 @@ from typing import Any
 
 from artifactd.client import ArtifactClient
 from artifactd.client.client import Readable
-from artifactd.client.target import resolve
+from artifactd.client.streams import ChunkQueue
+from artifactd.client.target import server_uri
 from artifactd.protocol import errors
 from artifactd.protocol.paths import ArtifactPath, join, parse
 from mlflow.entities.file_info import FileInfo
@@ -193,7 +191,7 @@ class ArtifactdArtifactRepository(ArtifactRepository, StreamUploadMixin):
     ) -> None:
         """The async form (MLflow's FastAPI upload route): the upload runs in a thread reading
         the chunks the event loop hands over through a small bounded queue."""
-        body = _ChunkQueue(_STREAM_QUEUE_CHUNKS)
+        body = ChunkQueue(_STREAM_QUEUE_CHUNKS)
 
         def upload() -> None:
             try:
@@ -284,23 +282,8 @@ class ArtifactdArtifactRepository(ArtifactRepository, StreamUploadMixin):
     def _download_file(self, remote_file_path: str, local_path: str | os.PathLike[str]) -> None:
         """One file to exactly `local_path` (MLflow's trace and attachment helpers use this)."""
         path = self._full(remote_file_path)
-        target = os.path.abspath(os.fspath(local_path))
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".artifactd-mlflow-", dir=parent)
-        try:
-            with _translated():
-                got = self._client().download_artifacts(
-                    str(path), staging, relative_to=str(path.parent)
-                )
-            if os.path.isdir(got):
-                raise MlflowException(
-                    f"{remote_file_path!r} is a directory, not a file",
-                    error_code=databricks_pb2.INVALID_PARAMETER_VALUE,
-                )
-            os.replace(got, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with _translated():
+            self._client().download_file(str(path), local_path)
 
     def delete_artifacts(self, artifact_path: str | None = None) -> None:
         """Deletes a file or tree (idempotent); `None` deletes the repository root."""
@@ -315,54 +298,6 @@ class ArtifactdArtifactRepository(ArtifactRepository, StreamUploadMixin):
             self._client().delete_artifacts(str(path))
 
 
-class _ChunkQueue:
-    """A file-like `read` over chunks put by another thread, bounded so a fast request body
-    waits for the upload instead of filling memory."""
-
-    _END = b""
-
-    def __init__(self, size: int) -> None:
-        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(size)
-        self._pending = memoryview(b"")
-        self._abandoned = threading.Event()
-
-    def put(self, chunk: bytes) -> bool:
-        """Queues a chunk; False once the reader is gone (the upload ended)."""
-        if not chunk:
-            return not self._abandoned.is_set()
-        return self._put(chunk)
-
-    def finish(self) -> None:
-        self._put(self._END)
-
-    def fail(self, exc: BaseException) -> None:
-        self._put(exc)
-
-    def abandon(self) -> None:
-        self._abandoned.set()
-
-    def _put(self, item: bytes | BaseException) -> bool:
-        while not self._abandoned.is_set():
-            try:
-                self._chunks.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._pending:
-            item = self._chunks.get()
-            if isinstance(item, BaseException):
-                raise OSError(f"the request body broke: {item!r}") from item
-            if not item:  # the end of the body
-                return b""
-            self._pending = memoryview(item)
-        taken = self._pending if size < 0 else self._pending[:size]
-        self._pending = self._pending[len(taken) :]
-        return bytes(taken)
-
-
 def _close(state: dict[str, Any]) -> None:
     client = state.pop("client", None)
     pid = state.pop("pid", None)
@@ -372,17 +307,8 @@ def _close(state: dict[str, Any]) -> None:
 
 def _parse_uri(artifact_uri: str) -> tuple[str | None, ArtifactPath]:
     """(server target or None for the configured one, root path) of an `artifactd://` URI."""
-    scheme, _, rest = artifact_uri.partition(":")
-    if scheme.lower() != SCHEME or not rest:
-        raise MlflowException(
-            f"{artifact_uri!r} is not an artifactd URI: expected artifactd://host:port/<path>",
-            error_code=databricks_pb2.INVALID_PARAMETER_VALUE,
-        )
-    uri = artifact_uri
-    while uri.endswith("/") and not uri.endswith("://"):
-        uri = uri[:-1]  # MLflow joins URIs with a trailing slash at times
     with _translated():
-        location = resolve(uri)
+        location = server_uri(artifact_uri, SCHEME)
     return location.target, location.path
 
 
