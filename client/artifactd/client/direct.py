@@ -25,10 +25,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
-
-import urllib3
 
 from artifactd.client.localfiles import publish_verified, temporary_name
 from artifactd.client.rpc import call
@@ -43,6 +41,9 @@ from artifactd.protocol.errors import (
 )
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # imported by the first direct transfer: most commands never make one
+    import urllib3
 
 MiB = 1024 * 1024
 DEFAULT_DOWNLOAD_CHUNK = environment.MULTIPART_DOWNLOAD_CHUNK.default
@@ -98,7 +99,16 @@ def _size(variable: Variable[int], low: int, high: int | None = None) -> int:
     return int(raw)
 
 
+def _http_errors() -> type[Exception]:
+    """urllib3's base error class (imported by then: `_http` made the pool)."""
+    from urllib3.exceptions import HTTPError  # see the TYPE_CHECKING import
+
+    return HTTPError
+
+
 def _http() -> urllib3.PoolManager:
+    import urllib3  # see the TYPE_CHECKING import
+
     if (environment.PRESIGNED_IGNORE_TLS.get() or "").strip().lower() in ("1", "true", "yes"):
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         return urllib3.PoolManager(maxsize=64, cert_reqs="CERT_NONE")
@@ -364,7 +374,7 @@ class DirectUpload(_DirectTransfer):
                     retries=False,
                     preload_content=True,
                 )
-            except urllib3.exceptions.HTTPError as exc:
+            except _http_errors() as exc:
                 self._progress(-sent)
                 if attempt == PART_ATTEMPTS - 1:
                     raise Unavailable(f"part {number} could not be uploaded: {exc}") from None
@@ -450,7 +460,7 @@ class DirectDownload(_DirectTransfer):
                             self._progress(len(block))
                 finally:
                     response.release_conn()
-            except urllib3.exceptions.HTTPError as exc:
+            except _http_errors() as exc:
                 self._progress(start - position)
                 if attempt == PART_ATTEMPTS - 1:
                     raise Unavailable(
