@@ -169,7 +169,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "--multipart-session-ttl",
         "ARTIFACTD_MULTIPART_SESSION_TTL",
-        "Seconds a direct (multipart) upload may stay open before it is aborted with its parts.",
+        "Seconds a direct (multipart) or resumable upload may stay unused before it is aborted "
+        "with its parts or kept bytes; every use (part URLs, a status query, a stream writing "
+        "to it) starts the count again.",
         _TRANSFERS,
         "ServerConfig.multipart_session_ttl",
         click.FloatRange(1),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -60,6 +60,8 @@ class GarbageCollector:
         self._store = store
         self._roots = roots
         self._direct = direct  # open direct uploads: a collected run's are aborted with it
+        self.swept = 0
+        """Expired upload sessions the last `collect` aborted (other collectors' not counted)."""
 
     def collect(
         self,
@@ -73,7 +75,7 @@ class GarbageCollector:
         plan = self._plan(older_than, run_ids, experiment_ids)
         summary = rpb.GarbageSummary(dry_run=dry_run)
         if self._direct is not None and not dry_run:
-            self._direct.sweep()  # expired sessions' parts are garbage too
+            self.swept = self._direct.sweep()  # expired sessions' parts are garbage too
         for event in plan.missing:
             yield _tally(summary, event)
         for run_id in plan.run_ids:
@@ -266,6 +268,27 @@ def _tally(summary: rpb.GarbageSummary, event: rpb.GarbageEvent) -> rpb.CollectG
     return rpb.CollectGarbageResponse(item=event)
 
 
+@contextmanager
+def local_collector(
+    backend_store_uri: str, artifact_roots: list[str], *, fsync: bool = True
+) -> Iterator[GarbageCollector]:
+    """A collector on a store and roots opened here (and closed after), as `artifactd gc`
+    without a server uses it; replicas and other such collectors may run at the same time."""
+    from artifactd_server.storage import open_storage
+    from artifactd_server.store.database import open_database
+
+    database = open_database(backend_store_uri)
+    storages = [open_storage(root, fsync=fsync) for root in artifact_roots]
+    try:
+        store, roots = TrackingStore(database), ArtifactRoots(storages)
+        direct = DirectUploads(Scopes(roots, store), UploadSessions(database), Settings())
+        yield GarbageCollector(store, roots, direct)
+    finally:
+        for storage in storages:
+            storage.close()
+        database.close()
+
+
 def run_garbage_collection(
     backend_store_uri: str,
     artifact_roots: list[str],
@@ -277,19 +300,7 @@ def run_garbage_collection(
     fsync: bool = True,
 ) -> Iterator[rpb.CollectGarbageResponse]:
     """`artifactd gc` without a server: the same collection on a store and roots opened here."""
-    from artifactd_server.storage import open_storage
-    from artifactd_server.store.database import open_database
-
-    database = open_database(backend_store_uri)
-    storages = [open_storage(root, fsync=fsync) for root in artifact_roots]
-    try:
-        store, roots = TrackingStore(database), ArtifactRoots(storages)
-        direct = DirectUploads(Scopes(roots, store), UploadSessions(database), Settings())
-        collector = GarbageCollector(store, roots, direct)
+    with local_collector(backend_store_uri, artifact_roots, fsync=fsync) as collector:
         yield from collector.collect(
             older_than=older_than, run_ids=run_ids, experiment_ids=experiment_ids, dry_run=dry_run
         )
-    finally:
-        for storage in storages:
-            storage.close()
-        database.close()

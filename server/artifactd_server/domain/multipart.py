@@ -6,8 +6,10 @@ run checks and roots as every streamed upload, and is never taken from a later r
 completed into whatever key the client named: its #11225). Only the session's owner can list,
 refresh, complete or abort it; unknown, expired and foreign ids all read as NOT_FOUND. Completion
 publishes only when every part is in storage with the size the layout says and the ETag the
-client got from storage. Expired sessions are aborted by `sweep` (a server thread, and GC), so
-storage keeps no orphaned parts.
+client got from storage. Sessions left unused for the session TTL are aborted by `sweep` (a
+thread in every replica, and GC), so storage keeps no orphaned parts; each is claimed in the
+backend store first (`UploadSessions.claim`), so replicas sweeping at once abort each session
+exactly once and never one a client is still using.
 """
 
 from __future__ import annotations
@@ -91,19 +93,30 @@ def check_destination(
 
 
 def open_session(
-    sessions: UploadSessions, scopes: Scopes, upload_id: str, owner: str, kind: str, other: str
+    sessions: UploadSessions,
+    scopes: Scopes,
+    upload_id: str,
+    owner: str,
+    kind: str,
+    other: str,
+    ttl: float,
 ) -> tuple[UploadSession, Scope]:
-    """The caller's open session of `kind`, and the scope it writes in (checked again: a run
-    deleted meanwhile takes no more bytes, and the root must still be configured)."""
+    """The caller's open session of `kind`, kept open `ttl` seconds more since it is in use,
+    and the scope it writes in (checked again: a run deleted meanwhile takes no more bytes, and
+    the root must still be configured)."""
     if not upload_id:
         raise InvalidArgument("upload_id is required")
-    session = sessions.get(upload_id, owner)
+    session = sessions.touch(upload_id, owner, ttl_ms(ttl))
     if session.kind != kind:
         raise FailedPrecondition(f"upload {upload_id} cannot be used so: {other}")
     scope = scopes.for_write(session.run_id, parse(session.path))
     if uri_of(scope.storage, scope.base) != session.root_uri:
         raise moved(upload_id)
     return session, scope
+
+
+def ttl_ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def moved(upload_id: str) -> FailedPrecondition:
@@ -167,7 +180,7 @@ class DirectUploads:
                 kind=MULTIPART, root_uri=uri_of(storage, scope.base), path=str(path),
                 run_id=run_id, owner=owner, backend_upload_id=backend_id, size=size,
                 part_size=chosen, sha256=digest, overwrite=overwrite,
-                ttl_ms=int(self.settings.session_ttl * 1000),
+                ttl_ms=ttl_ms(self.settings.session_ttl),
             )  # fmt: skip
         except BaseException:
             storage.abort_multipart(full, backend_id)
@@ -182,7 +195,7 @@ class DirectUploads:
     def _open(self, upload_id: str, owner: str) -> tuple[UploadSession, Scope, DirectTransfers]:
         session, scope = open_session(
             self._sessions, self._scopes, upload_id, owner, MULTIPART,
-            "it is a resumable upload: continue it with LogArtifact",
+            "it is a resumable upload: continue it with LogArtifact", self.settings.session_ttl,
         )  # fmt: skip
         storage = scope.storage
         if not isinstance(storage, DirectTransfers):
@@ -274,11 +287,10 @@ class DirectUploads:
         """Discards a session of either kind and what storage holds of it."""
         if not upload_id:
             raise InvalidArgument("upload_id is required")
-        try:
-            session = self._sessions.get(upload_id, owner)
-        except NotFound:
-            return False
-        self._release(session)
+        with self._sessions.claim(upload_id, owner=owner) as session:
+            if session is None:
+                return False
+            self._free(session)
         return True
 
     def _discard(
@@ -288,8 +300,8 @@ class DirectUploads:
         self._sessions.close(session.upload_id)
         log.info("aborted multipart upload %s of %s", session.upload_id, session.path)
 
-    def _release(self, session: UploadSession) -> None:
-        """Frees what storage holds for a session (parts, or kept bytes), then forgets it."""
+    def _free(self, session: UploadSession) -> None:
+        """Frees what storage holds for a claimed session (parts, or kept bytes)."""
         location = self._scopes.locate(session.root_uri)
         storage = location.storage
         full = ArtifactPath(location.path.parts + parse(session.path).parts)
@@ -297,34 +309,50 @@ class DirectUploads:
             storage.discard_resumable(full, session.backend_upload_id)
         elif session.kind == MULTIPART and isinstance(storage, DirectTransfers):
             storage.abort_multipart(full, session.backend_upload_id)
-        self._sessions.close(session.upload_id)
         log.info("aborted %s upload %s of %s", session.kind, session.upload_id, session.path)
 
     def sweep(self) -> int:
-        """Aborts expired sessions with what storage holds of them; returns how many."""
-        return self._release_all(self._sessions.expired())
+        """Aborts sessions unused for the session TTL with what storage holds of them; returns
+        how many this call aborted (with other replicas sweeping, the counts add up to the
+        sessions aborted: each is claimed by one sweeper)."""
+        swept = sum(
+            self._release(upload_id, expired=True) for upload_id in self._sessions.expired_ids()
+        )
+        if swept:
+            log.info("swept %d expired upload sessions", swept)
+        return swept
 
     def abort_run(self, run_id: str) -> int:
         """Aborts every open session of a run (its garbage collection); raises if one fails,
         so the run is kept for the next collection rather than leaving parts behind."""
         sessions = self._sessions.of_run(run_id)
-        aborted = self._release_all(sessions)
-        if aborted < len(sessions):
-            raise FailedPrecondition(
-                f"{len(sessions) - aborted} open uploads of run {run_id} could not be aborted"
-            )
-        return aborted
-
-    def _release_all(self, sessions: Sequence[UploadSession]) -> int:
+        failed = 0
         aborted = 0
         for session in sessions:
             try:
-                self._release(session)
-            except ArtifactError as exc:  # kept for the next sweep
+                aborted += self._release(session.upload_id, expired=False, quiet=False)
+            except ArtifactError as exc:
                 log.warning("could not abort upload %s: %s", session.upload_id, exc)
-                continue
-            aborted += 1
+                failed += 1
+        if failed:
+            raise FailedPrecondition(f"{failed} open uploads of run {run_id} could not be aborted")
         return aborted
+
+    def _release(self, upload_id: str, *, expired: bool, quiet: bool = True) -> bool:
+        """Claims a session and frees it; whether this call did (False: someone else had, or
+        it is in use again). A storage error keeps the session for the next sweep; `quiet`
+        logs it and returns False, otherwise it is raised."""
+        try:
+            with self._sessions.claim(upload_id, expired=expired) as session:
+                if session is None:
+                    return False
+                self._free(session)
+        except ArtifactError as exc:
+            if not quiet:
+                raise
+            log.warning("could not abort upload %s: %s", upload_id, exc)
+            return False
+        return True
 
     # -- downloads -------------------------------------------------------------------------
 

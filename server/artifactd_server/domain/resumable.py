@@ -12,11 +12,18 @@ direct uploads (`multipart.py`).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from artifactd.protocol.errors import InvalidArgument
 from artifactd.protocol.paths import parse
-from artifactd_server.domain.multipart import Settings, check_destination, moved, open_session
+from artifactd_server.domain.multipart import (
+    Settings,
+    check_destination,
+    moved,
+    open_session,
+    ttl_ms,
+)
 from artifactd_server.domain.roots import uri_of
 from artifactd_server.domain.scopes import Scope, Scopes
 from artifactd_server.domain.uploads import Resume, UploadSpec, check_declared_size, parse_digest
@@ -64,7 +71,7 @@ class ResumableUploads:
                 kind=RESUMABLE, root_uri=uri_of(storage, scope.base), path=str(path),
                 run_id=run_id, owner=owner, backend_upload_id=token, size=size,
                 part_size=max(size, 1), sha256=digest, overwrite=overwrite,
-                ttl_ms=int(self._settings.session_ttl * 1000),
+                ttl_ms=ttl_ms(self._settings.session_ttl),
             )  # fmt: skip
         except BaseException:
             storage.discard_resumable(full, token)
@@ -76,6 +83,7 @@ class ResumableUploads:
         session, scope = open_session(
             self._sessions, self._scopes, upload_id, owner, RESUMABLE,
             "it is a direct upload: send its parts to storage, then CompleteMultipartUpload",
+            self._settings.session_ttl,
         )  # fmt: skip
         storage = scope.storage
         if not isinstance(storage, ResumableWrites):
@@ -126,5 +134,36 @@ class ResumableUploads:
             sha256=session.sha256 or None,
             overwrite=session.overwrite,
             scope=scope,
-            resume=Resume(storage, session.backend_upload_id, continuation.offset, finished),
+            resume=Resume(
+                storage,
+                session.backend_upload_id,
+                continuation.offset,
+                finished,
+                KeepAlive(self._sessions, session, self._settings.session_ttl),
+            ),
         )
+
+
+class KeepAlive:
+    """Touches a session while a stream writes to it, so no sweeper takes it mid-stream.
+
+    A stream longer than the session TTL would otherwise outlive its session: some replica's
+    sweeper would discard the bytes it is appending to. Called for every chunk, it writes to
+    the backend store at most every quarter TTL (and at most once a minute); if the session was
+    aborted meanwhile (AbortMultipartUpload, its run collected) the stream fails there instead
+    of publishing a file nobody owns any more.
+    """
+
+    def __init__(self, sessions: UploadSessions, session: UploadSession, ttl: float) -> None:
+        self._sessions = sessions
+        self._session = session
+        self._ttl = ttl
+        self._interval = min(60.0, ttl / 4)
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        self._sessions.touch(self._session.upload_id, self._session.owner, ttl_ms(self._ttl))

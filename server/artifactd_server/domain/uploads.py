@@ -81,6 +81,8 @@ class Resume:
     offset: int
     finished: Callable[[], None]
     """Called once the file is published (closes the session)."""
+    keepalive: Callable[[], None] | None = None
+    """Called for every chunk written: keeps the session from expiring while it is in use."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class IncomingFile:
                 raise
 
     def write(self, data: bytes | memoryview) -> None:
+        if self.spec.resume is not None and self.spec.resume.keepalive is not None:
+            self.spec.resume.keepalive()
         self._received += len(data)
         declared = self.spec.size
         if declared is not None and self._received > declared:

@@ -16,13 +16,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import ColumnElement, Engine, create_engine, event, inspect, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +31,7 @@ from artifactd.protocol.errors import FailedPrecondition, InvalidArgument, Unava
 from artifactd_server.extras import raise_missing_extra
 
 log = logging.getLogger(__name__)
+_Model = TypeVar("_Model")
 
 VERSION_TABLE = "artifactd_schema_version"
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
@@ -92,6 +93,37 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def lock_row(
+    session: Session, model: type[_Model], *where: ColumnElement[bool], skip_locked: bool
+) -> _Model | None:
+    """The one row matching `where`, locked until `session`'s transaction ends; None if none.
+
+    This is how replicas sharing a backend store take turns on a record (a deleted run to
+    collect, an expired upload session to sweep) without a lock service of their own: the
+    database's row lock is held exactly as long as the transaction, so a replica that dies
+    releases it with its connection, and one transaction holds one such lock at a time, so
+    there is no lock order to get wrong. PostgreSQL, MariaDB >= 10.6 and MySQL 8 lock the row
+    (`FOR UPDATE`); with `skip_locked` a row another transaction holds reads as absent instead
+    of being waited for. The conditions are evaluated on the newest committed version, so a
+    row changed or deleted by the holder is re-checked, never acted on stale. SQLite has no
+    row locks: a no-op UPDATE takes the database's single write lock (waiting, with SQLite's
+    busy timeout, whatever `skip_locked` says), so a second writer waits for the first to
+    commit and then finds the row changed or gone.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        key = inspect(model).primary_key[0]
+        taken = session.execute(
+            update(model)
+            .where(*where)
+            .values({key.name: key})
+            .execution_options(synchronize_session=False)
+        )
+        if not taken.rowcount:  # type: ignore[attr-defined]
+            return None
+        return session.scalar(select(model).where(*where))
+    return session.scalar(select(model).where(*where).with_for_update(skip_locked=skip_locked))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

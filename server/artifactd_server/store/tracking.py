@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from artifactd.protocol.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from artifactd.protocol.ids import check_run_id
-from artifactd_server.store.database import Database
+from artifactd_server.store.database import Database, lock_row
 from artifactd_server.store.schema import (
     ACTIVE,
     DELETED,
@@ -435,11 +435,19 @@ class TrackingStore:
 
     @contextmanager
     def claim_experiment(self, experiment_id: int) -> Iterator[Experiment | None]:
-        """Like `claim_run`, for a deleted experiment that has no runs left."""
+        """Like `claim_run`, for a deleted experiment that has no runs left.
+
+        Unlike a run's, the lock is waited for: collectors working through the same
+        experiment's runs each try the experiment after their last run, and one that counted
+        runs still in another's hands holds the lock for a moment; skipping it then could leave
+        the experiment to the next collection although the last collector found it empty.
+        Waiting cannot deadlock: this transaction holds nothing else.
+        """
         with self.database.transaction() as session:
             row = _lock_deleted(
-                session, ExperimentRow, ExperimentRow.experiment_id == experiment_id
-            )
+                session, ExperimentRow, ExperimentRow.experiment_id == experiment_id,
+                skip_locked=False,
+            )  # fmt: skip
             runs_left = session.scalar(
                 select(func.count()).select_from(RunRow).filter_by(experiment_id=experiment_id)
             )
@@ -452,17 +460,8 @@ class TrackingStore:
             )
 
 
-def _lock_deleted(session: Session, model: type[_Row], key: ColumnElement[bool]) -> _Row | None:
-    """The deleted row matching `key`, locked for this transaction; None if gone or taken.
-
-    PostgreSQL and MariaDB/MySQL lock the row and skip it when another collector holds it.
-    SQLite has no row locks: a no-op UPDATE takes the database's write lock first, so a second
-    collector waits for the first to commit and then finds the row gone.
-    """
-    deleted = model.lifecycle_stage == DELETED
-    if session.get_bind().dialect.name == "sqlite":
-        taken = session.execute(update(model).where(key, deleted).values(lifecycle_stage=DELETED))
-        if not taken.rowcount:  # type: ignore[attr-defined]
-            return None
-        return session.scalar(select(model).where(key))
-    return session.scalar(select(model).where(key, deleted).with_for_update(skip_locked=True))
+def _lock_deleted(
+    session: Session, model: type[_Row], key: ColumnElement[bool], *, skip_locked: bool = True
+) -> _Row | None:
+    """The deleted row matching `key`, locked for this transaction; None if gone or taken."""
+    return lock_row(session, model, key, model.lifecycle_stage == DELETED, skip_locked=skip_locked)

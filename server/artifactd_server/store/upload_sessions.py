@@ -1,18 +1,29 @@
 """Open direct uploads in the backend store: created, looked up by id and owner, expired, closed.
 
 A session outlives the server process that created it (a client may resume against a restarted
-or another replica), and every replica's sweeper sees the same expiry times.
+or another replica), and every replica's sweeper sees the same expiry times. Expiry slides: each
+use of a session (`touch`: part URLs, a status query, a stream continuing it, and a stream's
+keep-alive while it writes) moves it to now + the TTL, so an upload still in progress is never
+swept however long it takes, and one left alone goes a TTL after its last use.
+
+Every replica sweeps, and garbage collection and AbortMultipartUpload release sessions too;
+`claim` makes each session released by exactly one of them: it holds the session's row locked
+(`lock_row`) while storage frees the parts or kept bytes, and deletes the row in the same
+transaction. A touch waits for a claim in progress and then finds the session gone, and a sweep
+skips a session whose row a touch holds, so an expiry extended at the last moment is honoured.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select, update
 
 from artifactd.protocol.errors import NotFound
-from artifactd_server.store.database import Database
+from artifactd_server.store.database import Database, lock_row
 from artifactd_server.store.schema import MultipartUploadRow
 from artifactd_server.store.tracking import now_ms
 
@@ -88,11 +99,55 @@ class UploadSessions:
         with self.database.transaction() as session:
             row = session.get(MultipartUploadRow, upload_id)
             if row is None or row.owner != owner or row.expiry_time <= now_ms():
-                raise NotFound(
-                    f"no open multipart upload {upload_id!r} (never created, completed, aborted, "
-                    "expired, or not yours); start a new one"
-                )
+                raise _not_open(upload_id)
             return _session(row)
+
+    def touch(self, upload_id: str, owner: str, ttl_ms: int) -> UploadSession:
+        """Like `get`, and the session stays open for `ttl_ms` more: it is in use."""
+        with self.database.transaction() as session:
+            now = now_ms()
+            row_of = MultipartUploadRow
+            extended = session.execute(
+                update(row_of)
+                .where(
+                    row_of.upload_id == upload_id,
+                    row_of.owner == owner,
+                    row_of.expiry_time > now,
+                )
+                .values(expiry_time=now + ttl_ms)
+                .execution_options(synchronize_session=False)
+            )
+            row = session.get(row_of, upload_id) if extended.rowcount else None  # type: ignore[attr-defined]
+            if row is None:
+                raise _not_open(upload_id)
+            return _session(row)
+
+    @contextmanager
+    def claim(
+        self, upload_id: str, *, owner: str | None = None, expired: bool = False
+    ) -> Iterator[UploadSession | None]:
+        """Holds a session while the body frees what storage keeps of it, then forgets it.
+
+        Yields None when the session is gone (another claim released it, or it completed),
+        not `owner`'s, or, with `expired`, in use again or held by another claim (a sweep skips
+        it and moves on). Without `expired` the claim waits for another holder (a touch, or a
+        claim that may yet fail and leave the session to this one). The row is deleted only if
+        the body completes; an exception keeps it, for the next sweep.
+        """
+        conditions: list[ColumnElement[bool]] = [MultipartUploadRow.upload_id == upload_id]
+        if owner is not None:
+            conditions.append(MultipartUploadRow.owner == owner)
+        if expired:
+            conditions.append(MultipartUploadRow.expiry_time <= now_ms())
+        with self.database.transaction() as session:
+            row = lock_row(session, MultipartUploadRow, *conditions, skip_locked=expired)
+            if row is None:
+                yield None
+                return
+            yield _session(row)
+            session.execute(
+                delete(MultipartUploadRow).where(MultipartUploadRow.upload_id == upload_id)
+            )
 
     def close(self, upload_id: str) -> bool:
         """Forgets a session; returns whether it was there."""
@@ -112,9 +167,20 @@ class UploadSessions:
             )
             return [_session(row) for row in rows]
 
+    def expired_ids(self, limit: int = 100) -> list[str]:
+        """Ids of expired sessions, oldest first: candidates for `claim(..., expired=True)`."""
+        return [session.upload_id for session in self.expired(limit)]
+
     def of_run(self, run_id: str) -> list[UploadSession]:
         with self.database.transaction() as session:
             rows = session.scalars(
                 select(MultipartUploadRow).where(MultipartUploadRow.run_id == run_id)
             )
             return [_session(row) for row in rows]
+
+
+def _not_open(upload_id: str) -> NotFound:
+    return NotFound(
+        f"no open multipart upload {upload_id!r} (never created, completed, aborted, "
+        "expired, or not yours); start a new one"
+    )
