@@ -32,18 +32,42 @@ DOCS_PAGE = REPO / "docs" / "benchmarks.md"
 
 KINDS = ("up", "down", "up_dir", "down_dir")
 """The four transfers every system runs, as run_bench.py labels them (`<system>_<kind>`)."""
-HEADLINE_SYSTEMS = ("artifactd", "mlflow", "cp")
-DISPLAY = {"mlflow": "MLflow proxy", "cp": "cp", "artifactd": "artifactd"}
+HEADLINE_SYSTEMS = ("artifactd", "artifactd_cli", "mlflow", "cp", "cp_fsync")
+DISPLAY = {
+    "mlflow": "MLflow proxy",
+    "cp": "cp",
+    "cp_fsync": "cp + fsync",
+    "artifactd": "artifactd",
+    "artifactd_cli": "artifactd CLI",
+}
 DASH = "\u2013"  # en dash
 TIMES = "\u00d7"  # multiplication sign
 
 
+def _loaded(path: Path) -> bool:
+    """Whether a run had busy processes beside it (HOG=N)."""
+    settings = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
+    return bool(settings.get("hog"))
+
+
+def _runs(results: Path, loaded: bool) -> list[Path]:
+    """Runs on a quiet machine, or (`loaded`) with HOG busy processes; oldest first (file names
+    carry the UTC time, so they sort by it)."""
+    return [path for path in sorted(results.glob("bench-*.json")) if _loaded(path) == loaded]
+
+
 def newest_result(results: Path = RESULTS) -> Path:
-    """The newest run: file names carry the UTC time, so they sort by it."""
-    runs = sorted(results.glob("bench-*.json"))
+    """The newest run on a quiet machine."""
+    runs = _runs(results, loaded=False)
     if not runs:
         raise SystemExit(f"no bench-*.json in {results}: run bench/run_bench.py first")
     return runs[-1]
+
+
+def newest_loaded_result(results: Path = RESULTS) -> Path | None:
+    """The newest run with busy processes beside it, if any."""
+    runs = _runs(results, loaded=True)
+    return runs[-1] if runs else None
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -93,19 +117,24 @@ def throughput(result: dict[str, Any], system: str, kind: str) -> tuple[dict[str
     return stats.get("MBps", {}), "MB/s"
 
 
-def ratio(result: dict[str, Any], kind: str, den: str) -> dict[str, Any] | None:
+def ratio(
+    result: dict[str, Any], kind: str, den: str, num: str = "artifactd"
+) -> dict[str, Any] | None:
     for entry in result["ratios"]:
-        if entry["kind"] == kind and entry["num"] == "artifactd" and entry["den"] == den:
+        if entry["kind"] == kind and entry.get("num") == num and entry["den"] == den:
             return dict(entry)
     return None
 
 
-def target(result: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def target(result: dict[str, Any], kind: str, num: str = "artifactd") -> dict[str, Any] | None:
     """The run's verdict on artifactd ÷ MLflow for `kind` (the run_bench.py of that run set
     the goals, so they are read from the JSON rather than repeated here)."""
-    prefix = f"{operations(result)[kind]}: artifactd ÷ MLflow"
     for verdict in result["verdicts"]:
-        if verdict["name"] == prefix:
+        operation, _, rest = verdict["name"].partition(": ")
+        if (
+            operation == operations(result)[kind]
+            or operation.startswith(operations(result)[kind] + " with ")
+        ) and rest == f"{display(num) if num != 'artifactd' else 'artifactd'} ÷ MLflow":
             return dict(verdict)
     return None
 
@@ -138,29 +167,55 @@ def run_line(result: dict[str, Any]) -> str:
 def headline(result: dict[str, Any]) -> str:
     """The table the README and the benchmarks page lead with: current figures only."""
     names = operations(result)
+    shown = [system for system in HEADLINE_SYSTEMS if any(
+        f"{system}_{kind}" in result["summary"] for kind in KINDS
+    )]  # fmt: skip
+    cli = "artifactd_cli" in shown
     header = [
         "operation",
-        *(display(s) for s in HEADLINE_SYSTEMS),
+        *(display(s) for s in shown),
         "artifactd ÷ MLflow",
+        *(["CLI ÷ MLflow"] if cli else []),
         "target",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for kind in KINDS:
         cells = [names[kind]]
         unit = ""
-        for system in HEADLINE_SYSTEMS:
+        for system in shown:
             stat, unit = throughput(result, system, kind)
             cells.append(f"{figure(stat)} {unit}" if stat else DASH)
-        r = ratio(result, kind, "mlflow")
-        cells.append(f"**{r['median']:.2f}x** ({spread(r)})" if r else DASH)
+        for num in ("artifactd", "artifactd_cli") if cli else ("artifactd",):
+            r = ratio(result, kind, "mlflow", num)
+            cells.append(f"**{r['median']:.2f}x** ({spread(r)})" if r else DASH)
         t = target(result, kind)
         cells.append(goal(t) if t else DASH)
         lines.append("| " + " | ".join(cells) + " |")
-    others = [v for v in result["verdicts"] if not any(v == target(result, kind) for kind in KINDS)]
+    shown_verdicts = [target(result, kind, num) for kind in KINDS for num in shown]
+    others = [v for v in result["verdicts"] if v not in shown_verdicts]
     text = "\n".join(lines) + "\n\n" + run_line(result)
     if others:
         text += " " + "; ".join(f"{v['name']}: {v['measured']} ({goal(v)})" for v in others) + "."
     return text + "\n"
+
+
+def loaded_table(result: dict[str, Any] | None) -> str:
+    """The newest run with busy processes beside it (HOG=N): its verdicts."""
+    if result is None:
+        return "No run with busy processes beside it (`HOG=2`) is recorded yet.\n"
+    lines = [
+        f"`{result['command']}` (`bench/results/{result['file']}`), "
+        f"{result['settings']['hog']} CPU-bound processes running throughout:",
+        "",
+        "| target | goal | measured | result |",
+        "|---|---|---|---|",
+    ]
+    for v in result["verdicts"]:
+        lines.append(
+            f"| {v['name']} | {v['goal']} | {v['measured']} "
+            f"| {'**met**' if v['passed'] else '**missed**'} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def details(result: dict[str, Any]) -> str:
@@ -308,12 +363,13 @@ def replace_block(text: str, marker: str, block: str, where: Path) -> str:
     return pattern.sub(lambda _: f"{start}\n{block}{end}", text)
 
 
-def updated(result: dict[str, Any]) -> dict[Path, str]:
-    """README.md and docs/benchmarks.md with the newest run's tables."""
+def updated(result: dict[str, Any], loaded: dict[str, Any] | None) -> dict[Path, str]:
+    """README.md and docs/benchmarks.md with the newest runs' tables."""
     table = headline(result)
     readme = replace_block(README.read_text(encoding="utf-8"), "headline", table, README)
     page = replace_block(DOCS_PAGE.read_text(encoding="utf-8"), "headline", table, DOCS_PAGE)
     page = replace_block(page, "details", details(result), DOCS_PAGE)
+    page = replace_block(page, "loaded", loaded_table(loaded), DOCS_PAGE)
     return {README: readme, DOCS_PAGE: page}
 
 
@@ -324,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, help="a run's JSON (default: the newest)")
     args = parser.parse_args(argv)
     result = load(args.result or newest_result())
+    loaded_path = newest_loaded_result()
+    loaded = load(loaded_path) if loaded_path is not None else None
     if args.plots:
         args.plots.mkdir(parents=True, exist_ok=True)
         for name, data in plots(result).items():
@@ -331,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {args.plots / name}")
         return 0
     stale = []
-    for path, text in updated(result).items():
+    for path, text in updated(result, loaded).items():
         if path.read_text(encoding="utf-8") != text:
             stale.append(path)
             if not args.check:
