@@ -27,7 +27,8 @@ def server_option(command: F) -> F:
         envvar=SERVER.name,
         default=SERVER.default,
         show_default=True,
-        help=f"artifactd server HOST:PORT (env {SERVER.name}).",
+        help=f"artifactd server HOST:PORT, or replicas: ADDR:PORT,ADDR:PORT or a gRPC target "
+        f"URI such as dns:///NAME:PORT (env {SERVER.name}).",
     )(command)
 
 

@@ -220,6 +220,24 @@ class ArtifactClient(Connection):
             info = self._log_resumably(local, destination, run, stat)
             if info is not None:
                 return _checked_info(info, destination)
+        for tries in range(self.settings.max_retries + 1):
+            try:
+                return self._log_once(local, destination, run)
+            except _Broken as broken:
+                if tries == self.settings.max_retries:
+                    raise broken.failure from None
+                log.info("upload of '%s' broken (%s); sending it again", destination,
+                         broken.failure.message)  # fmt: skip
+                backoff(tries, broken.exc)
+        raise AssertionError("unreachable")
+
+    def _log_once(self, local: str, destination: ArtifactPath, run: str) -> ArtifactInfo:
+        """One LogArtifact stream of a local file. A stream broken by an unreachable server
+        (UNAVAILABLE: a replica killed, a connection reset) raises `_Broken` when the file may
+        be sent again: the stream stopped before its finish message, so the server published
+        nothing (a half-sent stream never publishes), or it stopped after and the file did not
+        land (`_landed`). Sending it again is then the same as sending it once, even with
+        FAIL_IF_EXISTS, and a balanced channel sends it to another replica."""
         with open(local, "rb") as fh, self._bar(os.fstat(fh.fileno()).st_size, local) as bar:
             size = os.fstat(fh.fileno()).st_size
             header = self._header(destination, size, run)
@@ -233,11 +251,13 @@ class ArtifactClient(Connection):
                 response = self._stub.LogArtifact(finished, timeout=self.settings.transfer_timeout)
             except grpc.RpcError as exc:
                 failure = error(exc)
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or not finished.sent:
+                if exc.code() not in RETRYABLE:
                     raise failure from None
+                if not finished.sent:
+                    raise _Broken(failure, exc) from None
                 landed = self._landed(local, size, destination, run)
                 if landed is None:
-                    raise failure from None
+                    raise _Broken(failure, exc) from None
                 return landed
         return _checked_info(response.file, destination)
 
@@ -325,15 +345,11 @@ class ArtifactClient(Connection):
         with self._bar(total, root) as bar:
             for start in range(0, len(files), BATCH_FILES):
                 batch = files[start : start + BATCH_FILES]
-                try:
-                    response = self._stub.LogArtifacts(
-                        self._batch_messages(batch, run, bar, new_checksum, pack_up_to),
-                        timeout=self.settings.transfer_timeout,
-                    )
-                except grpc.RpcError as exc:
-                    raise error(exc) from None
-                for result in response.results:
-                    if result.code == 0:
+                results = self._log_batch(batch, run, bar, new_checksum, pack_up_to)
+                for result, landed in results:
+                    if landed is not None:
+                        stored.append(landed)
+                    elif result.code == 0:
                         stored.append(_checked_info(result.file, base))
                     else:
                         failures.append(f"{result.path}: {code_name(result.code)} {result.message}")
@@ -344,6 +360,44 @@ class ArtifactClient(Connection):
                 f"{len(failures)} of {len(files)} files were not stored:\n  {shown}{more}"
             )
         return stored
+
+    def _log_batch(
+        self,
+        batch: list[tuple[str, ArtifactPath]],
+        run: str,
+        bar: tqdm[Any],
+        new_checksum: Callable[[], UploadChecksum],
+        pack_up_to: int,
+    ) -> list[tuple[pb.LogArtifactsResult, ArtifactInfo | None]]:
+        """One LogArtifacts stream of local files, sent again whole (with backoff, at most
+        `max_retries` times) when it breaks on an unreachable server: files it had published
+        stay and are published again with the same bytes, the file cut off mid-stream was never
+        published. With FAIL_IF_EXISTS a file the broken attempt had published comes back
+        ALREADY_EXISTS; it counts as stored when the server holds exactly the local bytes.
+        (result, the stored file when it is such a one)."""
+        for tries in range(self.settings.max_retries + 1):
+            try:
+                response = self._stub.LogArtifacts(
+                    self._batch_messages(batch, run, bar, new_checksum, pack_up_to),
+                    timeout=self.settings.transfer_timeout,
+                )
+                break
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
+                    raise error(exc) from None
+                log.info("directory upload broken (%s); sending it again", error(exc).message)
+                backoff(tries, exc)
+        local_of = {str(path): local for local, path in batch}
+        results: list[tuple[pb.LogArtifactsResult, ArtifactInfo | None]] = []
+        for result in response.results:
+            landed = None
+            if tries and result.code == grpc.StatusCode.ALREADY_EXISTS.value[0]:
+                local = local_of.get(result.path)
+                if local is not None:
+                    path = parse(result.path, what="path returned by the server")
+                    landed = self._landed(local, os.path.getsize(local), path, run)
+            results.append((result, landed))
+        return results
 
     def _identity(self, local: str, run: str, destination: ArtifactPath, st: os.stat_result) -> str:
         return "|".join(
@@ -748,6 +802,15 @@ def _write_file(target: str, info: ArtifactInfo, data: bytes) -> None:
         out.abort()
         raise
     out.commit()
+
+
+class _Broken(Exception):
+    """An upload stream the server never answered, which is safe to send again."""
+
+    def __init__(self, failure: ArtifactError, exc: grpc.RpcError) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.exc = exc
 
 
 class _FinishSent(Iterator[OutgoingChunk[T]]):

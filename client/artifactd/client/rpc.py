@@ -1,13 +1,21 @@
 """What every artifactd client shares: the channel, its options, deadlines, retries, errors.
 
-`ArtifactClient` and `TrackingClient` are both a `Connection`: one insecure channel to one
-server (`ARTIFACTD_SERVER` when no target is given), the environment's settings, calls that are
-safe to repeat retried with backoff while the server is UNAVAILABLE, and every gRPC failure
-turned into the `artifactd.protocol.errors` exception named after its status code.
+`ArtifactClient` and `TrackingClient` are both a `Connection`: one channel to one server or to
+several replicas (`ARTIFACTD_SERVER` when no target is given), the environment's settings, calls
+that are safe to repeat retried with backoff while the server is UNAVAILABLE, and every gRPC
+failure turned into the `artifactd.protocol.errors` exception named after its status code.
+
+Balancing over replicas is gRPC's own (`service_config`): `round_robin` over the addresses the
+target resolves to, a health watch per replica when the user named several, and gRPC's retry
+policy for the calls that are safe to send twice. Two layers of retries then apply to those
+calls, both bounded: gRPC's (`RETRY_POLICY`, quick, moves a call to another replica) inside
+each of the client's own (`ARTIFACTD_MAX_RETRIES`, with longer backoff, for an outage of every
+replica).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +27,13 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from artifactd.client.settings import ClientSettings, channel_credentials
-from artifactd.client.target import DEFAULT_TARGET, guard_environment, strict_from_env
+from artifactd.client.target import (
+    DEFAULT_TARGET,
+    ServerTarget,
+    guard_environment,
+    server_target,
+    strict_from_env,
+)
 from artifactd.protocol.environment import SERVER
 from artifactd.protocol.errors import ArtifactError, from_status, retry_delay
 
@@ -37,15 +51,72 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 MAX_SUGGESTED_DELAY = 30.0
 """The longest wait between retries a server's `RetryInfo` can ask for."""
 
+HEALTH_SERVICE = "artifactd.v1.ArtifactService"
+"""The service whose grpc.health.v1 status says a replica takes new calls (NOT_SERVING from the
+moment it starts draining; the same name as the Kubernetes readiness probe's)."""
 
-def open_channel(target: str, settings: ClientSettings) -> grpc.Channel:
-    """A channel to `target`: TLS (and a client certificate) when the settings ask for it, and
-    the bearer token on every call when there is one."""
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+"""gRPC's retries, for `TRANSPARENT_RETRIES` only: up to 3 more attempts within about 2 s, each
+picked anew by `round_robin`, so a call that met a replica dying goes to another one."""
+
+TRANSPARENT_RETRIES = {
+    "artifactd.v1.ArtifactService": (
+        "GetArtifact", "ListArtifacts", "GetCapabilities", "DownloadArtifact",
+        "DownloadArtifacts", "GetMultipartUploadUrls", "ListMultipartUploadParts",
+        "QueryWriteStatus", "GetDownloadUrl",
+    ),
+    "artifactd.v1.RunService": ("GetExperiment", "ListExperiments", "GetRun", "ListRuns"),
+    "grpc.health.v1.Health": ("Check",),
+}  # fmt: skip
+"""Methods gRPC may send again by itself on UNAVAILABLE: they read, or sign a URL, and change
+nothing, so a second copy has the effect of one. gRPC replays a call only until its first
+response arrives (a download broken later is resumed by the client from the last byte it got).
+Not here: uploads (their stream is larger than gRPC's 256 KiB replay buffer; the client sends a
+local file again itself, see `ArtifactClient.log_artifact`), and every call that creates,
+completes, aborts or deletes (a repeat would make a second session or run, or answer for the
+first attempt's effect: `existed`, NOT_FOUND). Calls that never reached a server (a refused
+stream, a connection that was going away) gRPC retries transparently whatever the method."""
+
+
+def service_config(balanced: bool) -> str:
+    """The channel's `grpc.service_config`: `round_robin` over every address of the target,
+    retries of the read-only methods and, with several replicas, a health watch of each (a
+    draining replica reports NOT_SERVING and gets no new calls while it finishes its own)."""
+    config: dict[str, object] = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": service, "method": method}
+                    for service, methods in TRANSPARENT_RETRIES.items()
+                    for method in methods
+                ],
+                "retryPolicy": RETRY_POLICY,
+            }
+        ],
+    }
+    if balanced:
+        config["healthCheckConfig"] = {"serviceName": HEALTH_SERVICE}
+    return json.dumps(config)
+
+
+def open_channel(target: str | ServerTarget, settings: ClientSettings) -> grpc.Channel:
+    """A channel to `target` (one server, or replicas balanced by gRPC): TLS (and a client
+    certificate) when the settings ask for it, and the bearer token on every call when there is
+    one. A malformed target raises InvalidArgument."""
+    resolved = target if isinstance(target, ServerTarget) else server_target(target)
+    options = [*CHANNEL_OPTIONS, ("grpc.service_config", service_config(resolved.balanced))]
     credentials = channel_credentials(settings)
     if credentials is None:
-        channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        channel = grpc.insecure_channel(resolved.channel, options=options)
     else:
-        channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        channel = grpc.secure_channel(resolved.channel, credentials, options=options)
     if settings.token:
         # Metadata rather than call credentials: gRPC sends those over TLS only, and behind a
         # mesh sidecar that terminates mTLS the hop to the server is plaintext on purpose.
@@ -97,7 +168,8 @@ class BearerToken(
 
 
 class Connection:
-    """A channel to one artifactd server; use it as a context manager or call `close`."""
+    """A channel to one artifactd server, or to replicas of one (`HOST:PORT,HOST:PORT`, a
+    gRPC target URI); use it as a context manager or call `close`."""
 
     def __init__(
         self,
@@ -108,9 +180,13 @@ class Connection:
     ) -> None:
         # the warning points at the user's line: this frame, the subclass's __init__, the caller
         guard_environment(strict_from_env() if strict_env is None else strict_env, stacklevel=4)
-        self.target = target or SERVER.get() or DEFAULT_TARGET
+        if target:
+            resolved = server_target(target)
+        else:
+            resolved = server_target(SERVER.get() or DEFAULT_TARGET, SERVER.name)
+        self.target = resolved.text
         self.settings = settings or ClientSettings.from_env()
-        self._channel = open_channel(self.target, self.settings)
+        self._channel = open_channel(resolved, self.settings)
 
     def __enter__(self) -> Self:
         return self

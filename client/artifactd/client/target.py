@@ -8,6 +8,7 @@ so a user who expected it to matter learns that it does not.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 import warnings
@@ -31,6 +32,14 @@ RESERVED_STORAGE_VARIABLES = tuple(variable.name for variable in environment.RES
 STRICT_ENV_VARIABLE = environment.STRICT_ENV.name
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+GRPC_SCHEMES = ("dns", "ipv4", "ipv6", "unix", "unix-abstract")
+"""Target URIs handed to gRPC as they are: its own resolvers (a DNS name with one address per
+replica, fixed address lists, unix sockets)."""
+BALANCED_SCHEMES = ("dns", "ipv4", "ipv6")
+_TARGET_FORMS = (
+    "expected HOST:PORT, a list 10.0.0.1:50051,10.0.0.2:50051, or a gRPC target URI "
+    "(dns:///NAME:PORT, ipv4:ADDR:PORT,ADDR:PORT, ipv6:[ADDR]:PORT, unix:PATH)"
+)
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
@@ -58,6 +67,104 @@ class Location:
         if self.run_id is None:
             return str(self.path)
         return f"runs:/{self.run_id}/{self.path}" if self.path.parts else f"runs:/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class ServerTarget:
+    """Where a client connects: the server as the user wrote it (normalized) and gRPC's target.
+
+    A list `HOST:PORT,HOST:PORT` of replicas becomes gRPC's own address-list target
+    (`ipv4:a:p,b:p`), so gRPC's `round_robin` policy spreads calls over the replicas and leaves
+    out the ones it cannot reach; no balancing is done here (see `rpc.service_config`).
+    """
+
+    text: str
+    """The servers as written, spaces dropped: what error messages and upload records name."""
+    channel: str
+    """The target handed to gRPC."""
+    balanced: bool
+    """Several servers (a list, or a resolver that may return several addresses): each one's
+    health is watched and a replica that reports NOT_SERVING (draining) gets no new calls. A
+    plain HOST:PORT is not watched: it may be a proxy, whose one health stream would speak for
+    one server behind it only."""
+
+
+def server_target(text: str, source: str = "server") -> ServerTarget:
+    """Checks and translates a server as the user gave it (`--server`, `ARTIFACTD_SERVER`, the
+    authority of an `artifactd://` URI); `source` names where it came from in the one-line
+    InvalidArgument that a malformed one raises."""
+    raw = text.strip()
+    shown = f"{source} {text!r}"
+    if not raw:
+        raise InvalidArgument(f"{shown} is empty; {_TARGET_FORMS}")
+    match = _SCHEME.match(raw)
+    scheme = match.group(1).lower() if match else ""
+    if scheme in GRPC_SCHEMES:
+        return _grpc_uri(raw, scheme, shown)
+    if "://" in raw:
+        raise InvalidArgument(f"{shown}: {scheme}:// is not a gRPC target; {_TARGET_FORMS}")
+    items = [item.strip() for item in raw.split(",")]
+    if len(items) == 1:
+        host, port = _host_port(items[0], shown)
+        return ServerTarget(_join(host, port), _join(host, port), balanced=False)
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    written: list[str] = []
+    for item in items:
+        host, port = _host_port(item, shown)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise InvalidArgument(
+                f"{shown}: {host!r} is a host name, but a list of servers takes IP addresses; "
+                f"for names, give one DNS name that resolves to every replica: dns:///NAME:{port}"
+            ) from None
+        addresses.append(address)
+        written.append(_join(str(address), port))
+    if len({address.version for address in addresses}) > 1:
+        raise InvalidArgument(f"{shown} mixes IPv4 and IPv6 addresses; give one kind")
+    family = f"ipv{addresses[0].version}"
+    return ServerTarget(",".join(written), f"{family}:{','.join(written)}", balanced=True)
+
+
+def _grpc_uri(raw: str, scheme: str, shown: str) -> ServerTarget:
+    """A target URI gRPC resolves itself, checked here so that a typo is one clear line rather
+    than a channel that never connects."""
+    rest = raw[len(scheme) + 1 :]
+    if scheme in ("unix", "unix-abstract"):
+        if not rest.strip("/"):
+            raise InvalidArgument(f"{shown} names no socket; {_TARGET_FORMS}")
+        return ServerTarget(raw, raw, balanced=False)
+    if scheme == "dns":
+        name = rest[2:].partition("/")[2] if rest.startswith("//") else rest
+        _host_port(name, shown)
+        return ServerTarget(raw, raw, balanced=True)
+    version = 4 if scheme == "ipv4" else 6
+    for item in rest.split(","):
+        host, _ = _host_port(item, shown)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is None or address.version != version:
+            raise InvalidArgument(f"{shown}: {host!r} is not an IPv{version} address")
+    return ServerTarget(raw, raw, balanced=True)
+
+
+def _host_port(item: str, shown: str) -> tuple[str, int]:
+    """(host, port) of `HOST:PORT` or `[IPV6]:PORT`; the port is required (gRPC would pick 443)."""
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", item)
+    plain = re.fullmatch(r"([A-Za-z0-9._-]+):(\d+)", item)
+    found = bracketed or plain
+    if found is None:
+        raise InvalidArgument(f"{shown}: {item!r} is not HOST:PORT; {_TARGET_FORMS}")
+    host, port = found.group(1), int(found.group(2))
+    if not 1 <= port <= 65535:
+        raise InvalidArgument(f"{shown}: {item!r} needs a port from 1 to 65535")
+    return host, port
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def in_run(location: Location, run_id: str | None) -> Location:
@@ -134,6 +241,10 @@ def resolve(location: str | None, *, allow_root: bool = True) -> Location:
         if "@" in parts.netloc:
             shown = f"{scheme}://<credentials>@{parts.netloc.rsplit('@', 1)[1]}{parts.path}"
             raise InvalidArgument(f"{shown!r}: credentials do not belong in an artifact URI")
+        if "," in parts.netloc:  # replicas: artifactd://10.0.0.1:50051,10.0.0.2:50051/path
+            target = server_target(parts.netloc, f"the servers of {location!r}").text
+            raw = parts.path[1:] if parts.path.startswith("/") else parts.path
+            return Location(target, parse(raw, allow_root=allow_root))
         try:
             port = DEFAULT_PORT if parts.port is None else parts.port
         except ValueError:

@@ -85,7 +85,11 @@ SERVER = Variable(
     "ARTIFACTD_SERVER",
     "127.0.0.1:50051",
     "The server of the CLI's client commands and of `ArtifactClient()` / `TrackingClient()` "
-    "without a target; also the server of `artifactd:/path` URIs (no host) in the MLflow plugin.",
+    "without a target; also the server of `artifactd:/path` URIs (no host) in the MLflow plugin. "
+    "`HOST:PORT`; replicas as a list of IP addresses `10.0.0.1:50051,10.0.0.2:50051` or a gRPC "
+    "target URI (`dns:///NAME:PORT`, `ipv4:ADDR:PORT,ADDR:PORT`, `ipv6:[ADDR]:PORT`, "
+    "`unix:PATH`), balanced by gRPC itself: round robin, replicas that are down or draining "
+    "left out.",
     _CONNECTION,
     flag="--server",
 )
@@ -153,8 +157,10 @@ MAX_RETRIES = Variable(
     5,
     "Retries, with exponential backoff (or the server's suggested delay, at most 30 s), while "
     "the server is UNAVAILABLE: only calls that are safe to repeat (list, stat, delete, "
-    "downloads, which resume from the last byte received, and resumable uploads, which continue "
-    "from what the server holds); other uploads are not retried.",
+    "downloads, which resume from the last byte received, resumable uploads, which continue "
+    "from what the server holds, and uploads of local files and directories, sent again whole: "
+    "a stream cut before its end never publishes); streamed uploads (`log_stream`, fsspec "
+    "writes, the MLflow proxy's) cannot be replayed and are not retried.",
     _TIMEOUTS,
 )
 
