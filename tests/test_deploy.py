@@ -478,3 +478,24 @@ def test_pod_security() -> None:
     for path in (data["ARTIFACTD_ARTIFACTS_DESTINATION"], data["ARTIFACTD_AUTH_TOKENS_FILE"]):
         assert any(path.startswith(mount.rstrip("/") + "/") for mount in mounts), path
     assert spec["resources"]["requests"] and spec["resources"]["limits"]["memory"]
+
+
+def test_autoscaler_scales_the_deployment_and_keeps_a_pod_through_drains() -> None:
+    """The HPA targets the Deployment, on the CPU the pods request, never below the PDB's
+    margin; scaling down is slower than one pod's drain; pods name themselves as replicas."""
+    resources = manifests()
+    hpa = resources["HorizontalPodAutoscaler"]["spec"]
+    deployment = resources["Deployment"]
+    target = hpa["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    pdb = resources["PodDisruptionBudget"]["spec"]
+    assert hpa["minReplicas"] > pdb.get("maxUnavailable", 0)
+    assert hpa["maxReplicas"] >= hpa["minReplicas"] <= deployment["spec"]["replicas"]
+    cpu = [m for m in hpa["metrics"] if m["type"] == "Resource"]
+    assert cpu and cpu[0]["resource"]["name"] == "cpu"
+    assert "cpu" in container(resources)["resources"]["requests"], "utilisation needs a request"
+    termination = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > termination
+    env = {item["name"]: item for item in container(resources).get("env", [])}
+    replica = env["ARTIFACTD_REPLICA_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert replica == "metadata.name"

@@ -70,21 +70,38 @@ def workers(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     server = start_server(
         tmp_path / "store", tmp_path / "run", "--workers", "2", "--metrics-port", "0",
         "--metrics-port-file", str(metrics_file),
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")},
     )  # fmt: skip
     yield server, metrics_file
     server.stop()
+
+
+def started_per_worker(metrics_dir: Path) -> list[float]:
+    """Calls started, per worker, from the workers' multiprocess files."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    return [
+        sum(
+            sample.value
+            for family in MultiProcessCollector.merge([str(path)], accumulate=True)  # type: ignore[no-untyped-call]
+            for sample in family.samples
+            if sample.name == "artifactd_grpc_server_started_total"
+        )
+        for path in sorted(metrics_dir.glob("counter_*.db"))
+    ]
 
 
 def test_workers_share_one_port_and_drain_together_under_load(
     workers: tuple[ServerProcess, Path],
 ) -> None:
     server, metrics_file = workers
-    ports = [int(Path(f"{metrics_file}.{i}").read_text()) for i in range(2)]
+    ports = [int(metrics_file.read_text())]  # the supervisor's: every worker's metrics
     for _ in range(24):  # each channel is a new connection, which the kernel spreads
         with grpc.insecure_channel(server.target) as channel:
             pb_grpc.ArtifactServiceStub(channel).GetCapabilities(pb.GetCapabilitiesRequest())
-    counts = [started_calls(port) for port in ports]
-    assert all(count > 0 for count in counts), f"one worker served everything: {counts}"
+    counts = started_per_worker(metrics_file.parent / "multiproc")
+    assert len(counts) == 2 and all(counts), f"one worker served everything: {counts}"
+    assert started_calls(ports[0]) == sum(counts) >= 24  # and the start-up health checks
 
     channels = [grpc.insecure_channel(server.target) for _ in range(4)]
     try:

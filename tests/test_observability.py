@@ -349,3 +349,70 @@ def test_every_server_log_record_is_a_json_line(observed: Observed) -> None:
     lines = observed.log_lines()  # raises on a line that is not JSON
     assert any("listening on" in line["message"] for line in lines)
     assert all({"ts", "level", "logger", "message"} <= line.keys() for line in lines)
+
+
+_STALE_COUNTER = """
+from prometheus_client import CollectorRegistry, Counter
+Counter("artifactd_grpc_server_started_total", "stale", ["service", "method", "type"],
+        registry=CollectorRegistry()).labels("artifactd.v1.ArtifactService", "GetCapabilities",
+        "unary").inc(1_000_000)
+"""
+
+
+def _started_in(path: Path) -> float:
+    """GetCapabilities calls counted in one worker's multiprocess file."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    return sum(
+        sample.value
+        for family in MultiProcessCollector.merge([str(path)], accumulate=True)  # type: ignore[no-untyped-call]
+        for sample in family.samples
+        if sample.name == "artifactd_grpc_server_started_total"
+        and sample.labels.get("method") == "GetCapabilities"
+    )
+
+
+def test_workers_metrics_add_up_at_the_one_scrape_port(tmp_path: Path) -> None:
+    """`--workers 2`: calls served by both workers are counted once each at the supervisor's
+    port (a leftover file of an earlier run in PROMETHEUS_MULTIPROC_DIR is wiped, not added),
+    and the replica is named by artifactd_replica_info."""
+    import subprocess
+    import sys
+
+    metrics_dir = tmp_path / "multiproc"
+    metrics_dir.mkdir()
+    subprocess.run(
+        [sys.executable, "-c", _STALE_COUNTER],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    assert _started_in(next(metrics_dir.glob("counter_*.db"))) == 1_000_000
+    metrics_file = tmp_path / "metrics-port"
+    server = start_server(
+        tmp_path / "root", tmp_path / "run", "--workers", "2", "--metrics-port", "0",
+        "--metrics-port-file", str(metrics_file), "--replica-name", "replica-a",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, timeout=60,
+    )  # fmt: skip
+    try:
+        observed = Observed(server, int(metrics_file.read_text()))
+        calls = 0
+        per_worker: dict[str, float] = {}
+        while calls < 200 and (len(per_worker) < 2 or not all(per_worker.values())):
+            for _ in range(10):  # each channel is a new connection, which the kernel spreads
+                with grpc.insecure_channel(server.target) as channel:
+                    stub = pb_grpc.ArtifactServiceStub(channel)
+                    stub.GetCapabilities(pb.GetCapabilitiesRequest(), timeout=10)
+                calls += 1
+            per_worker = {p.name: _started_in(p) for p in metrics_dir.glob("counter_*.db")}
+        assert len(per_worker) == 2 and all(per_worker.values()), (
+            f"both workers should have served some of {calls} calls: {per_worker}"
+        )
+        assert sum(per_worker.values()) == calls
+        started = observed.value(
+            "artifactd_grpc_server_started_total", service=ARTIFACTS, method="GetCapabilities"
+        )
+        assert started == calls, f"the scrape shows {started}, the workers served {calls}"
+        assert observed.value("artifactd_replica_info", replica="replica-a") == 1
+        assert observed.value("artifactd_grpc_server_active_streams") == 0
+    finally:
+        assert server.stop() == 0, server.log_text()

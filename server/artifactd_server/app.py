@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ from artifactd_server.domain.scopes import Scopes
 from artifactd_server.observability import (
     Metrics,
     ObservingInterceptor,
+    ReplicaCollector,
     UploadSessionsCollector,
     meter_storage,
 )
@@ -82,6 +84,12 @@ class ServerConfig:
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     metrics_host: str | None = None  # None: the same as `host`
     metrics_port_file: str | None = None
+    replica_name: str | None = None  # None: the host name
+
+    @property
+    def replica(self) -> str:
+        return self.replica_name or socket.gethostname()
+
     log_format: str = "text"  # or "json"; applied by the `serve` command
     log_level: str = "INFO"  # applied by the `serve` command (and by each --workers process)
     workers: int = 1  # processes sharing the port (SO_REUSEPORT); see workers.py
@@ -108,6 +116,7 @@ class ArtifactServer:
         store = TrackingStore(self.database)
         sessions = UploadSessions(self.database)
         self.metrics.registry.register(UploadSessionsCollector(self.database))
+        self.metrics.registry.register(ReplicaCollector(config.replica))
         self.authenticator = Authenticator(config.auth)  # bad credential files stop start-up
         decider = Decider(Resources(store, self.roots, sessions))
         self._committer = ThreadPoolExecutor(8, thread_name_prefix="commit")

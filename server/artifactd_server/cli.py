@@ -101,6 +101,7 @@ def serve_command(
     metrics_port: int | None,
     metrics_host: str | None,
     metrics_port_file: str | None,
+    replica_name: str | None,
     log_format: str,
 ) -> None:
     """Serve the artifact API over gRPC."""
@@ -120,6 +121,7 @@ def serve_command(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         metrics_port_file=metrics_port_file,
+        replica_name=replica_name,
         log_format=log_format.lower(),
         log_level=log_level.upper(),
         workers=workers,

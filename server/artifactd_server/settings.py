@@ -77,7 +77,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "--workers",
         "ARTIFACTD_WORKERS",
         "Server processes sharing the port (SO_REUSEPORT); about one per core. With metrics, "
-        "worker i serves them on --metrics-port + i.",
+        "the supervisor serves the sum over the workers on --metrics-port (see "
+        "PROMETHEUS_MULTIPROC_DIR).",
         _LISTEN,
         "ServerConfig.workers",
         click.IntRange(1, 256),
@@ -363,6 +364,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "Write the metrics endpoint's bound port to this file once serving (for --metrics-port 0).",
         _OBSERVABILITY,
     ),
+    Option(
+        "--replica-name",
+        "ARTIFACTD_REPLICA_NAME",
+        "This replica's name in the metrics: the `replica` label of artifactd_replica_info. "
+        "Unique per replica (a pod name).",
+        _OBSERVABILITY,
+        shown_default="the host name",
+    ),
 )
 """`artifactd serve`'s options in `--help` order; flags win over their variables."""
 
@@ -375,6 +384,7 @@ _GCS = "Google Cloud Storage"
 _AZURE = "Azure Blob Storage"
 _SFTP = "SFTP"
 _HDFS = "HDFS"
+_METRICS = "Metrics"
 
 STORAGE_TIMEOUT = Variable(
     "MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT",
@@ -569,6 +579,15 @@ HDFS_EXTRA_CONF: Variable[str | None] = Variable(
     _HDFS,
     mlflow="same",
 )
+METRICS_MULTIPROC_DIR: Variable[str | None] = Variable(
+    "PROMETHEUS_MULTIPROC_DIR",
+    None,
+    "With `--workers` N > 1 and metrics on: the directory the workers keep their metrics in "
+    "(prometheus_client's multiprocess mode), emptied at start-up. One per replica, on a local "
+    "disk (a tmpfs `emptyDir` in Kubernetes), never shared between replicas.",
+    _METRICS,
+    shown_default="a temporary directory, removed at exit",
+)
 HDFS_LIBRARY: tuple[Variable[None], ...] = tuple(
     Variable(name, None, help, _HDFS, reader="libhdfs")
     for name, help in (
@@ -607,5 +626,6 @@ SERVER_VARIABLES: tuple[Variable[Any], ...] = (
     HDFS_USER,
     HDFS_EXTRA_CONF,
     *HDFS_LIBRARY,
+    METRICS_MULTIPROC_DIR,
 )
 """The server's variables besides its options', in the order of the reference."""

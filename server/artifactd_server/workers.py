@@ -9,7 +9,9 @@ The supervisor migrates the backend store once (workers would otherwise race to 
 the port (so `--port 0` gives every worker the same one), starts the workers with the `spawn`
 method (gRPC does not survive `fork`), writes `--port-file` once all of them serve, forwards
 SIGTERM/SIGINT/SIGHUP, and exits 0 only if every worker drained cleanly. One worker runs the
-expired-session sweeper. With metrics on, worker i serves them on `--metrics-port` + i.
+expired-session sweeper. With metrics on, the workers record them in a fresh multiprocess
+directory (`PROMETHEUS_MULTIPROC_DIR`, set before they start) and the supervisor alone serves
+`--metrics-port`, merged: one scrape sees the sum over the workers (observability/metrics.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from types import FrameType
 from typing import Any
 
 from artifactd_server.app import ServerConfig, serve, write_atomically
+from artifactd_server.observability import (
+    MergedMetrics,
+    ReplicaCollector,
+    UploadSessionsCollector,
+    fresh_multiprocess_dir,
+)
 from artifactd_server.observability.logs import configure_logging
+from artifactd_server.settings import METRICS_MULTIPROC_DIR
 from artifactd_server.store.database import open_database
 
 log = logging.getLogger(__name__)
@@ -45,7 +54,33 @@ def run(config: ServerConfig) -> int:
 
 
 def supervise(config: ServerConfig) -> int:
-    open_database(config.backend_store_uri).close()  # migrates a new database, once
+    database = open_database(config.backend_store_uri)  # migrates a new database, once
+    try:
+        with contextlib.ExitStack() as stack:
+            metrics = None
+            if config.metrics_port is not None:
+                metrics = MergedMetrics(
+                    _metrics_dir(stack),
+                    (UploadSessionsCollector(database), ReplicaCollector(config.replica)),
+                )
+                stack.callback(metrics.close)
+            return _supervise(config, metrics)
+    finally:
+        database.close()
+
+
+def _metrics_dir(stack: contextlib.ExitStack) -> str:
+    """The workers' multiprocess directory, emptied, in the environment they inherit: the
+    operator's `PROMETHEUS_MULTIPROC_DIR`, or a temporary one removed at exit."""
+    directory = METRICS_MULTIPROC_DIR.get()
+    if not directory:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="artifactd-metrics-"))
+    fresh_multiprocess_dir(directory)
+    os.environ[METRICS_MULTIPROC_DIR.name] = directory
+    return directory
+
+
+def _supervise(config: ServerConfig, metrics: MergedMetrics | None) -> int:
     reservation, port = _reserve(config.host, config.port)
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="artifactd-workers-") as ready_dir:
@@ -68,9 +103,15 @@ def supervise(config: ServerConfig) -> int:
         finally:
             reservation.close()
         log.info("%d workers serving on port %d", len(workers), port)
+        if metrics is not None:
+            _serve_metrics(config, metrics)
         if config.port_file:
             write_atomically(config.port_file, f"{port}\n")
         codes = _join_all(workers, None)
+        if metrics is not None:
+            for worker in workers:
+                if worker.pid is not None:
+                    metrics.process_gone(worker.pid)
     for signum, previous in forwarded.items():
         signal.signal(signum, previous)
     failed = {w.name: c for w, c in zip(workers, codes, strict=True) if c != 0}
@@ -78,6 +119,15 @@ def supervise(config: ServerConfig) -> int:
         log.error("workers exited with errors: %s", failed)
         return 1
     return 0
+
+
+def _serve_metrics(config: ServerConfig, metrics: MergedMetrics) -> None:
+    host = config.metrics_host or config.host
+    assert config.metrics_port is not None
+    bound = metrics.serve(host, config.metrics_port)
+    log.info("metrics of all workers on http://%s:%d/metrics", host, bound)
+    if config.metrics_port_file:
+        write_atomically(config.metrics_port_file, f"{bound}\n")
 
 
 def _reserve(host: str, port: int) -> tuple[socket.socket, int]:
@@ -94,19 +144,14 @@ def _reserve(host: str, port: int) -> tuple[socket.socket, int]:
 
 
 def _worker_config(config: ServerConfig, index: int, port: int, ready_dir: Path) -> ServerConfig:
-    metrics_port = config.metrics_port
-    if metrics_port:
-        metrics_port += index
     return dataclasses.replace(
         config,
         workers=1,
         port=port,
         port_file=str(ready_dir / f"worker-{index}"),
         sweeper=index == 0,
-        metrics_port=metrics_port,
-        metrics_port_file=(
-            f"{config.metrics_port_file}.{index}" if config.metrics_port_file else None
-        ),
+        metrics_port=None,  # recorded in the multiprocess directory, served by the supervisor
+        metrics_port_file=None,
     )
 
 

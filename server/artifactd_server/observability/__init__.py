@@ -11,14 +11,22 @@ logs.py         text or JSON log lines for every server log record
 
 from artifactd_server.observability.interceptor import ObservingInterceptor
 from artifactd_server.observability.logs import configure_logging
-from artifactd_server.observability.metrics import Metrics
+from artifactd_server.observability.metrics import (
+    MergedMetrics,
+    Metrics,
+    ReplicaCollector,
+    fresh_multiprocess_dir,
+)
 from artifactd_server.observability.sessions import UploadSessionsCollector
 from artifactd_server.observability.storage import meter_storage
 
 __all__ = [
+    "MergedMetrics",
     "Metrics",
     "ObservingInterceptor",
+    "ReplicaCollector",
     "UploadSessionsCollector",
     "configure_logging",
+    "fresh_multiprocess_dir",
     "meter_storage",
 ]
