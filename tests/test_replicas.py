@@ -70,15 +70,20 @@ def haproxy_binary() -> str:
 
 def render_haproxy(port: int, backends: list[str]) -> str:
     """deploy/haproxy/haproxy.cfg with this test's frontend port and replicas: the tested file
-    itself, only its addresses replaced."""
+    itself, its addresses replaced and its `server` line repeated once per replica (the bench
+    runs 1, 2 and 3)."""
     text = HAPROXY_CONFIG.read_text()
     text, bound = re.subn(r"(?m)^(\s*bind )\S+", rf"\g<1>{HOST}:{port}", text)
-    servers = iter(backends)
-    text, named = re.subn(
-        r"(?m)^(\s*server (\S+) )\S+", lambda m: f"{m.group(1)}{next(servers)}", text
+    servers = list(re.finditer(r"(?m)^(\s*server )(\S+) \S+(.*)\n", text))
+    assert bound == 1 and servers, "the example config's shape changed"
+    first = servers[0]
+    lines = "".join(
+        f"{first.group(1)}replica{i + 1} {address}{first.group(3)}\n"
+        for i, address in enumerate(backends)
     )
-    assert bound == 1 and named == len(backends), "the example config's shape changed"
-    return text
+    for match in reversed(servers[1:]):
+        text = text[: match.start()] + text[match.end() :]
+    return text[: first.start()] + lines + text[first.end() :]
 
 
 @dataclass
