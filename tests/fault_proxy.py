@@ -45,10 +45,14 @@ def part_number(method: str, path: str) -> int:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, keep_host: bool = False) -> None:
+        """`keep_host`: forward the Host header as the client sent it (the proxy's address),
+        as a reverse proxy in front of a store that checks signatures must: URLs are signed
+        for the address the client uses, and SigV4 signs the Host header."""
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
+        self.keep_host = keep_host
         self.faults: dict[int, list[int | str | float]] = {}
         self.part_puts: list[int] = []  # part numbers of PUTs that reached storage
         self.ranges: list[str] = []  # Range headers of presigned GETs (not the server's own)
@@ -93,7 +97,11 @@ class FaultProxy:
                     proxy.upstream_host, proxy.upstream_port, timeout=60
                 )
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = f"{proxy.upstream_host}:{proxy.upstream_port}"
+                headers["Host"] = (
+                    self.headers.get("Host", "")
+                    if proxy.keep_host
+                    else f"{proxy.upstream_host}:{proxy.upstream_port}"
+                )
                 connection.request(self.command, self.path, body=body, headers=headers)
                 reply = connection.getresponse()
                 data = reply.read()
@@ -127,8 +135,8 @@ class FaultProxy:
 
 
 @contextmanager
-def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(upstream)
+def fault_proxy(upstream: str, *, keep_host: bool = False) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream, keep_host=keep_host)
     proxy.start()
     try:
         yield proxy

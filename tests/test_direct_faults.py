@@ -1,11 +1,11 @@
-"""The client's direct uploads under storage faults, on S3 (moto), Azure Blob (Azurite) and GCS
-(gcp-storage-emulator), each behind `fault_proxy` (a real HTTP proxy that answers 503 or 400,
-delays or holds a chosen part). The server signs URLs for the proxy's address, so the client's
-part uploads pass through it.
+"""The client's direct uploads under storage faults, on S3 (moto and SeaweedFS), Azure Blob
+(Azurite) and GCS (gcp-storage-emulator), each behind `fault_proxy` (a real HTTP proxy that
+answers 503 or 400, delays or holds a chosen part). The server signs URLs for the proxy's address,
+so the client's part uploads pass through it.
 
-Azurite enforces SAS signatures and expiry: a part URL delayed past its expiry is refused there
-with 403 and the client must sign it again. moto and the GCS emulator check neither, so on them
-the same delay simply succeeds.
+Azurite and SeaweedFS enforce signatures and expiry: a part URL delayed past its expiry is
+refused there with 403 and the client must sign it again. moto and the GCS emulator check
+neither, so on them the same delay simply succeeds.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from backend_servers import (
     BUCKET,
     GCS_PREFIX,
     S3_PREFIX,
+    S3Service,
     azure_server_env,
     gcs_server_env,
-    s3_server_env,
 )
 from fault_proxy import HANG, FaultProxy
 from servers import ServerProcess, start_server
@@ -57,16 +57,18 @@ class Store:
         return -(-SIZE // self.part_size)
 
 
-@pytest.fixture(scope="module", params=["s3", "azure", "gcs"])
+@pytest.fixture(scope="module", params=["s3", "s3-seaweedfs", "azure", "gcs"])
 def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Store]:
     base = tmp_path_factory.mktemp(f"faults-{request.param}")
-    if request.param == "s3":
-        upstream: str = request.getfixturevalue("moto_endpoint")
-        proxy = FaultProxy(upstream)
+    if request.param.startswith("s3"):
+        service: S3Service = request.getfixturevalue(
+            "seaweedfs_s3" if request.param == "s3-seaweedfs" else "moto_s3"
+        )
+        proxy = FaultProxy(service.endpoint, keep_host=True)  # SeaweedFS checks the Host signed
         destination = f"s3://{BUCKET}/{S3_PREFIX}"
-        env = s3_server_env(proxy.endpoint, base)
+        env = service.server_env(base, endpoint=proxy.endpoint)
         part_size = 5 * MiB  # S3's smallest
     elif request.param == "azure":
         connection: str = request.getfixturevalue("azurite_connection")
@@ -115,7 +117,7 @@ def settings(store: Store, state: Path) -> DirectSettings:
 
 def payload(tmp_path: Path, store: Store) -> Path:
     local = tmp_path / "weights.bin"
-    local.write_bytes(os.urandom(SIZE if store.name != "s3" else 12 * MiB))
+    local.write_bytes(os.urandom(12 * MiB if store.name.startswith("s3") else SIZE))
     return local
 
 
@@ -143,8 +145,9 @@ def test_an_expired_url_is_signed_again(
     faults.faults[1] = [2.5]  # part 1's URL (valid 1 s) reaches storage 2.5 s after signing
     local = payload(tmp_path, store)
     assert upload(store, local, prefix, tmp_path) == sha(local)
-    # Azurite refused the late URL (403) and the client signed it again; the others accept it.
-    assert faults.part_puts.count(1) == (2 if store.name == "azure" else 1)
+    # Azurite and SeaweedFS refused the late URL (403) and the client signed it again; the
+    # others accept it.
+    assert faults.part_puts.count(1) == (2 if store.name in ("azure", "s3-seaweedfs") else 1)
 
 
 def test_a_fatal_part_failure_aborts_and_stores_nothing(

@@ -1,9 +1,11 @@
 """Direct (presigned multipart) uploads and presigned downloads on S3, through a real server.
 
-moto's S3 server is the storage, behind `fault_proxy` (a real HTTP proxy that can answer 503,
-403 or hang for a chosen part). The artifactd server's S3 endpoint is the proxy, so the URLs it
-signs lead there too. moto checks neither signatures nor expiry: that storage refuses expired
-and forged URLs is shown on Azurite (test_direct_azure.py); here a refused URL is the proxy's 403.
+Each test runs on moto's S3 server and on SeaweedFS (`s3_service`), behind `fault_proxy` (a real
+HTTP proxy that can answer 503, 403 or hang for a chosen part; it keeps the Host header, as a
+reverse proxy in front of a signature-checking store must). The artifactd server's S3 endpoint is
+the proxy, so the URLs it signs lead there too. moto checks neither signatures nor expiry;
+SeaweedFS checks both, so there a forged or expired URL is refused by storage itself
+(test_storage_refuses_forged_and_expired_urls); elsewhere a refused URL is the proxy's 403.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import pytest
@@ -30,7 +33,7 @@ from artifactd.protocol.errors import FailedPrecondition, NotFound
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
-from backend_servers import BUCKET, S3_PREFIX, s3_server_env
+from backend_servers import BUCKET, S3_PREFIX, S3Service
 from fault_proxy import HANG, FaultProxy
 from servers import ServerProcess, start_server
 
@@ -40,8 +43,8 @@ SIZE = 12 * MiB  # three parts: 5, 5 and 2 MiB
 
 
 @pytest.fixture(scope="module")
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(moto_endpoint)
+def proxy(s3_service: S3Service) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(s3_service.endpoint, keep_host=True)
     proxy.start()
     yield proxy
     proxy.stop()
@@ -49,25 +52,21 @@ def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
 
 @pytest.fixture(scope="module")
 def s3_server(
-    proxy: FaultProxy, tmp_path_factory: pytest.TempPathFactory
+    s3_service: S3Service, proxy: FaultProxy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("direct-s3")
     server = start_server(
         base / "unused", base / "run", "--multipart-session-ttl", "3",
-        destination=f"s3://{BUCKET}/{S3_PREFIX}", env=s3_server_env(proxy.endpoint, base),
+        destination=f"s3://{BUCKET}/{S3_PREFIX}",
+        env=s3_service.server_env(base, endpoint=proxy.endpoint),
     )  # fmt: skip
     yield server
     assert server.stop() == 0, server.log_text()
 
 
 @pytest.fixture
-def s3(moto_endpoint: str) -> Iterator[Any]:
-    import boto3
-
-    client = boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )  # fmt: skip
+def s3(s3_service: S3Service) -> Iterator[Any]:
+    client = s3_service.client()
     yield client
     client.close()
 
@@ -347,6 +346,80 @@ def test_expired_sessions_are_swept(
             pb.ListMultipartUploadPartsRequest(upload_id=created.upload_id), timeout=30
         )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _forged(url: str) -> str:
+    """`url` with the first hex digit of its signature changed."""
+    head, _, signature = url.partition("X-Amz-Signature=")
+    assert signature, url
+    return f"{head}X-Amz-Signature={'1' if signature[0] == '0' else '0'}{signature[1:]}"
+
+
+@pytest.mark.parametrize("s3_service", ["seaweedfs"], indirect=True)  # moto accepts anything
+def test_storage_refuses_forged_and_expired_urls(
+    stub: pb_grpc.ArtifactServiceStub, faults: FaultProxy, s3_service: S3Service, s3: Any,
+    prefix: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Signatures are checked by storage itself: a part URL past its expiry, one with an altered
+    signature or one signed with another secret is refused (403) and stores nothing; the URL the
+    server signed works; a forged download URL is refused too."""
+    data = os.urandom(PART)
+    # Expiry first, on an upload of storage's own (this server's sessions last 3 s).
+    key = f"{S3_PREFIX}/{prefix}/expiring.bin"
+    upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    params = {"Bucket": BUCKET, "Key": key, "UploadId": upload_id, "PartNumber": 1}
+    expiring = s3.generate_presigned_url("upload_part", Params=params, ExpiresIn=1)
+    time.sleep(2.1)
+    late = urllib.request.Request(expiring, data=data, method="PUT")  # noqa: S310 - 127.0.0.1
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(late, timeout=30)  # noqa: S310
+    assert info.value.code == 403
+    assert "expired" in info.value.read().decode(errors="replace").lower()
+    assert s3.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id).get("Parts", []) == []
+    s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
+
+    created = create(
+        stub, f"{prefix}/signed.bin", size=PART, sha256=hashlib.sha256(data).hexdigest()
+    )
+    genuine = created.parts[0]
+    storage_id = parse_qs(urlsplit(genuine.request.url).query)["uploadId"][0]
+    params = {
+        "Bucket": BUCKET, "Key": f"{S3_PREFIX}/{prefix}/signed.bin", "UploadId": storage_id,
+        "PartNumber": 1,
+    }  # fmt: skip
+    stranger: Any = s3_service.client(secret_key="not-the-secret")
+    attempts = {
+        "altered signature": _forged(genuine.request.url),
+        "another secret": stranger.generate_presigned_url("upload_part", Params=params),
+    }
+    stranger.close()
+    for what, url in attempts.items():
+        part = pb.UploadPart()
+        part.CopyFrom(genuine)
+        part.request.url = url
+        with pytest.raises(urllib.error.HTTPError) as info:
+            put(part, data)
+        assert info.value.code == 403, what
+        assert "SignatureDoesNotMatch" in info.value.read().decode(errors="replace"), what
+    listed = stub.ListMultipartUploadParts(
+        pb.ListMultipartUploadPartsRequest(upload_id=created.upload_id), timeout=30
+    )
+    assert list(listed.parts) == [], "a refused URL stored nothing"
+    etag = put(genuine, data)
+    done = stub.CompleteMultipartUpload(
+        pb.CompleteMultipartUploadRequest(
+            upload_id=created.upload_id, parts=[pb.StoredPart(part_number=1, etag=etag)]
+        ),
+        timeout=30,
+    )
+    assert done.file.sha256 == hashlib.sha256(data).hexdigest()
+    reply = stub.GetDownloadUrl(pb.GetDownloadUrlRequest(path=f"{prefix}/signed.bin"), timeout=30)
+    request = urllib.request.Request(  # noqa: S310 - the proxy on 127.0.0.1
+        _forged(reply.request.url), headers=dict(reply.request.headers)
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)  # noqa: S310
+    assert info.value.code == 403
 
 
 def test_presigned_download(

@@ -112,6 +112,10 @@ _DENIED_CODES = frozenset(
         "AccountProblem",
     }
 )
+_CREDENTIAL_CODES = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+"""Refusals of the server's own keys, not of a permission: only its operator can mend them."""
 _RETRYABLE_CODES = frozenset(
     {
         "SlowDown",
@@ -187,8 +191,11 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
         self, prefix: str, start_after: str | None, path: ArtifactPath
     ) -> Iterator[tuple[str, ObjectInfo | None]]:
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "Delimiter": "/"}
-        if start_after is not None:
-            kwargs["StartAfter"] = start_after
+        if start_after is not None and len(start_after) > len(prefix) + 1:
+            # One character short of `start_after`: S3 lists the sub-prefix `<start_after>/`
+            # after it, but SeaweedFS leaves out the directory named like StartAfter's last
+            # segment. Names this returns before `start_after` are skipped by the walk.
+            kwargs["StartAfter"] = start_after[:-1]
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(**kwargs):
                 for common in page.get("CommonPrefixes", []):
@@ -207,6 +214,7 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
 
     def _delete_below(self, prefix: str, path: ArtifactPath) -> bool:
         existed = False
+        folders = {prefix}
         try:
             paginator = self._client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
@@ -216,6 +224,8 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
                 if not keys:
                     continue
                 existed = True
+                for key in keys:
+                    folders.update(_folders_on_the_way(prefix, key["Key"]))
                 reply = self._client.delete_objects(
                     Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
                 )
@@ -232,7 +242,30 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
                     )
         except (ClientError, BotoCoreError) as exc:
             raise s3_error(exc, path, self._bucket) from None
+        if existed:
+            self._delete_folders(folders, path)
         return existed
+
+    def _delete_folders(self, folders: set[str], path: ArtifactPath) -> None:
+        """Deletes the keys `<folder>/` of a tree just emptied, deepest first.
+
+        On S3 they are directory markers at most, already deleted with the tree, or absent (a
+        no-op; in a versioned bucket, one delete marker each). Stores built on a file system,
+        such as SeaweedFS, keep a real directory per folder and list an empty one as a
+        CommonPrefix until a cleaner removes it minutes later; deleting its key removes it at
+        once (a folder that holds anything is kept).
+        """
+        ordered = sorted(folders, key=lambda f: (-f.count("/"), f))
+        try:
+            for start in range(0, len(ordered), 1000):
+                batch: list[ObjectIdentifierTypeDef] = [
+                    {"Key": f} for f in ordered[start : start + 1000]
+                ]
+                self._client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+        except (ClientError, BotoCoreError) as exc:  # the files are gone; only folders stay
+            log.info("could not delete the emptied folders of '%s': %s", path, exc)
 
     def _reader(self, entry: Entry, info: ObjectInfo) -> FileReader:
         return _S3Reader(self, entry, str(info.version))
@@ -673,6 +706,14 @@ def conditional_write(call: Any, overwrite: bool, path: ArtifactPath, bucket: st
         raise s3_error(exc, path, bucket) from None
 
 
+def _folders_on_the_way(prefix: str, key: str) -> Iterator[str]:
+    """The folders between `prefix` and `key`: `<prefix>a/`, `<prefix>a/b/` for `<prefix>a/b/c`."""
+    position = key.find("/", len(prefix))
+    while position != -1:
+        yield key[: position + 1]
+        position = key.find("/", position + 1)
+
+
 def _ns(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000) * 1000
 
@@ -701,6 +742,12 @@ def _client_error(
     detail = f"{code}: {message}" if message else code
     if code == "NoSuchBucket":
         return FailedPrecondition(f"the bucket {bucket!r} does not exist ({detail})")
+    if code in _CREDENTIAL_CODES:
+        return PermissionDenied(
+            f"the object store refused the artifactd server's S3 credentials for '{path}' "
+            f"({detail}): the server's operator must fix its AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+        )
     if code in _NOT_FOUND_CODES:
         status = 404
     elif code in _DENIED_CODES:
