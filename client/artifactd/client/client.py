@@ -36,7 +36,7 @@ from artifactd.client.direct import (
 from artifactd.client.localfiles import Destination, VerifiedFile
 from artifactd.client.ranges import RangeReader
 from artifactd.client.resumable import ResumableUpload
-from artifactd.client.rpc import RETRYABLE, Connection, backoff, code_name, error
+from artifactd.client.rpc import Connection, backoff, code_name, error, retryable
 from artifactd.client.settings import ClientSettings
 from artifactd.client.stubs import ArtifactStub
 from artifactd.client.target import Location, in_run, resolve
@@ -251,7 +251,7 @@ class ArtifactClient(Connection):
                 response = self._stub.LogArtifact(finished, timeout=self.settings.transfer_timeout)
             except grpc.RpcError as exc:
                 failure = error(exc)
-                if exc.code() not in RETRYABLE:
+                if not retryable(exc):
                     raise failure from None
                 if not finished.sent:
                     raise _Broken(failure, exc) from None
@@ -383,7 +383,7 @@ class ArtifactClient(Connection):
                 )
                 break
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
+                if not retryable(exc) or tries == self.settings.max_retries:
                     raise error(exc) from None
                 log.info("directory upload broken (%s); sending it again", error(exc).message)
                 backoff(tries, exc)
@@ -602,7 +602,7 @@ class ArtifactClient(Connection):
                         download.receive(message)
                     break
                 except grpc.RpcError as exc:
-                    if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
+                    if not retryable(exc) or tries == self.settings.max_retries:
                         raise error(exc) from None
                     backoff(tries, exc)  # then resume from the last byte received
             download.commit()

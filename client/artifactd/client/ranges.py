@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from artifactd.client.rpc import RETRYABLE, backoff, error
+from artifactd.client.rpc import backoff, error, retryable
 from artifactd.client.settings import ClientSettings
 from artifactd.client.stubs import ArtifactStub
 from artifactd.protocol.errors import DataLoss, InvalidArgument
@@ -111,7 +111,7 @@ class RangeReader(io.RawIOBase):
                 return
             except grpc.RpcError as exc:
                 self._stream = None
-                if exc.code() not in RETRYABLE or self._tries >= self._settings.max_retries:
+                if not retryable(exc) or self._tries >= self._settings.max_retries:
                     self._done = True
                     raise error(exc) from None
                 backoff(self._tries, exc)  # then resume from the next byte not yet received

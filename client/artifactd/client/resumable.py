@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from artifactd.client.direct import UploadRecord
-from artifactd.client.rpc import RETRYABLE, backoff, call, error
+from artifactd.client.rpc import backoff, call, error, retryable
 from artifactd.client.stubs import ArtifactStub
 from artifactd.protocol.errors import ArtifactError, NotFound, Unavailable
 from artifactd.protocol.wire import OutgoingChunk
@@ -90,8 +90,8 @@ class ResumableUpload:
                     messages(header, held), timeout=self._transfer_timeout
                 )
             except (grpc.RpcError, Unavailable) as exc:
-                code = exc.code() if isinstance(exc, grpc.RpcError) else RETRYABLE[0]
-                if code not in RETRYABLE or tries == self._retries:
+                again = retryable(exc) if isinstance(exc, grpc.RpcError) else True
+                if not again or tries == self._retries:
                     self._give_up(upload_id)
                     raise (error(exc) if isinstance(exc, grpc.RpcError) else exc) from None
                 backoff(tries, exc if isinstance(exc, grpc.RpcError) else None)

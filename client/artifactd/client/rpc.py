@@ -48,6 +48,8 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 0),
 ]
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+_BROKEN_STREAM_CODES = (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+_BROKEN_STREAM = "Stream removed"
 MAX_SUGGESTED_DELAY = 30.0
 """The longest wait between retries a server's `RetryInfo` can ask for."""
 
@@ -218,7 +220,7 @@ class Connection:
             try:
                 return attempt()
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or tries == self.settings.max_retries:
+                if not retryable(exc) or tries == self.settings.max_retries:
                     raise error(exc) from None
                 backoff(tries, exc)
         raise AssertionError("unreachable")
@@ -230,6 +232,24 @@ class Connection:
             yield from responses
         except grpc.RpcError as exc:
             raise error(exc) from None
+
+
+def retryable(exc: grpc.RpcError) -> bool:
+    """Whether a failed call may be sent again (resumed, for a transfer): the server was
+    UNAVAILABLE, or something between client and server ended the stream under the call.
+
+    gRPC reports the latter as CANCELLED or UNKNOWN with "Stream removed" (an RST_STREAM, or an
+    END_STREAM without trailers). haproxy does that to a transfer whose replica dies mid-way:
+    with the request body partly forwarded it can neither retry the call elsewhere nor answer
+    with a status. The client cancels none of its calls itself (an interrupted program's
+    cancellation reads "Locally cancelled"), so such an ending is never one it asked for, and
+    the transfer has published nothing (uploads publish only on their finish message)."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    if code in RETRYABLE:
+        return True
+    if code in _BROKEN_STREAM_CODES:
+        return _BROKEN_STREAM in (exc.details() or "")
+    return False
 
 
 def error(exc: grpc.RpcError) -> ArtifactError:
