@@ -30,16 +30,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import urllib3
+from sqlalchemy import func, select
 
 import seaweedfs_server
 from artifactd.client import ArtifactClient
 from artifactd.client.settings import ClientSettings
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from artifactd_server.store.database import Database
+from artifactd_server.store.schema import STREAMED, MultipartUploadRow
 
 from databases import DatabaseServerUnavailable, fresh_database
 from servers import HOST, ServerProcess, run_cli, start_server, wait_serving
@@ -50,6 +54,14 @@ BUCKET = "replicas"
 MiB = 1024 * 1024
 CLIENTS = 8
 ROUNDS = 4
+FILE_MIB = (3, 9, 2, 10)
+"""Sizes of the clients' files, by (client + round) % 4: a quarter of them are S3 multipart
+uploads through the server (over 8 MiB), which a killed replica leaves in the bucket for the
+sweepers of the others."""
+STREAMED_TTL = 5.0
+"""--streamed-upload-ttl: short, so what a killed replica left goes within a test's patience,
+and long enough that a writer thread on this loaded machine never goes a whole 3/4 of it
+without storing a chunk (which would let a sweeper take a live upload)."""
 
 
 def free_port() -> int:
@@ -188,7 +200,7 @@ def start_replica(workdir: Path, index: int, database: str, env: dict[str, str])
         workdir / f"root-{index}", workdir / f"replica-{index}",
         "--backend-store-uri", database,
         "--drain-delay", "2", "--grace-period", "30",
-        "--multipart-session-ttl", "3",
+        "--multipart-session-ttl", "3", "--streamed-upload-ttl", str(STREAMED_TTL),
         "--metrics-port", "0", "--metrics-port-file", str(workdir / f"metrics-{index}"),
         destination=f"s3://{BUCKET}/artifacts", env=env,
     )  # fmt: skip
@@ -225,8 +237,8 @@ def digest(path: Path) -> str:
 def client_work(
     index: int, target: str, workdir: Path, kill_after: threading.Event, done: list[str]
 ) -> None:
-    """One client's rounds: a file of a few MiB and a small directory up (ArtifactClient), both
-    back down (the CLI for the directory), each download compared with what was sent."""
+    """One client's rounds: a file of 2 to 10 MiB and a small directory up (ArtifactClient),
+    both back down (the CLI for the directory), each download compared with what was sent."""
     base = workdir / f"client-{index}"
     settings = ClientSettings(max_retries=6)
     with ArtifactClient(target, settings=settings) as client:
@@ -234,7 +246,7 @@ def client_work(
             prefix = f"c{index}/r{round_}"
             local = base / prefix / "weights.bin"
             local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_bytes(os.urandom((2 + (index + round_) % 4) * MiB))
+            local.write_bytes(os.urandom(FILE_MIB[(index + round_) % 4] * MiB))
             tree = base / prefix / "tree"
             for j in range(4):
                 (tree / f"d{j % 2}").mkdir(parents=True, exist_ok=True)
@@ -273,7 +285,10 @@ def test_replica_killed_under_load_loses_nothing(cluster: Cluster) -> None:
         try:
             client_work(index, target, cluster.workdir, kill_after, done)
         except BaseException as exc:
-            failures.append(f"client {index} via {target}: {type(exc).__name__}: {exc}")
+            last = [d for d in done if d.startswith(f"c{index}/")][-1:] or ["nothing"]
+            failures.append(
+                f"client {index} via {target}, after {last[0]}: {type(exc).__name__}: {exc}"
+            )
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(CLIENTS)]
     started = time.monotonic()
@@ -282,13 +297,18 @@ def test_replica_killed_under_load_loses_nothing(cluster: Cluster) -> None:
             thread.start()
         assert kill_after.wait(120), f"the load never got going: {failures}"
         victim = cluster.replicas[1]
+        s3 = cluster.seaweed.client()
         deadline = time.monotonic() + 60
-        while uploads_running(cluster.workdir, 1) == 0:  # kill it in the middle of an upload
+        patience = time.monotonic() + 15  # for a moment when multipart uploads are running too
+        while uploads_running(cluster.workdir, 1) == 0 or (
+            time.monotonic() < patience and not incomplete_uploads(s3)
+        ):  # kill it in the middle of an upload, a large one if it can be had
             assert time.monotonic() < deadline, "no upload ever reached replica 1"
             time.sleep(0.005)
         served_before = victim.log_text().count("artifactd.access")
         victim.stop(signal.SIGKILL)
         killed_at = len(done)
+        running_at_kill = len(incomplete_uploads(s3))
         for thread in threads:
             thread.join(240)
     finally:
@@ -301,32 +321,66 @@ def test_replica_killed_under_load_loses_nothing(cluster: Cluster) -> None:
     assert retries.messages, "no upload was broken by the kill: the failover was not exercised"
     print(
         f"\nfailover: {len(done)} operations in {elapsed:.1f}s, {len(retries.messages)} client "
-        f"retries, 0 failures; killed after {killed_at}"
+        f"retries, 0 failures; killed after {killed_at}, with {running_at_kill} multipart "
+        "uploads running in the bucket"
     )
 
-    # Restart the killed replica (as its supervisor would) and let the sweepers run: nothing but
-    # artifacts remains in the bucket.
+    # Let the surviving replicas' sweepers run (the killed one's multipart uploads are recorded,
+    # so they go after --streamed-upload-ttl, not a day), then restart the killed replica as its
+    # supervisor would: nothing but artifacts remains in the bucket.
+    assert_bucket_clean(cluster)
     cluster.replicas[1] = start_replica(cluster.workdir, 1, cluster.database, cluster.env)
     assert_bucket_clean(cluster)
 
 
-def assert_bucket_clean(cluster: Cluster, timeout: float = 20.0) -> None:
+def incomplete_uploads(s3: Any, prefix: str = "") -> list[dict[str, Any]]:
+    """The bucket's multipart uploads not yet completed or aborted (under `prefix`)."""
+    uploads: list[dict[str, Any]] = s3.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get(
+        "Uploads", []
+    )
+    return uploads
+
+
+def streamed_records(cluster: Cluster) -> int:
+    """Records of streamed multipart uploads in the shared store (none once all are swept)."""
+    database = Database(cluster.database)
+    try:
+        with database.transaction() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(MultipartUploadRow)
+                    .where(MultipartUploadRow.kind == STREAMED)
+                )
+                or 0
+            )
+    finally:
+        database.close()
+
+
+def assert_bucket_clean(cluster: Cluster, timeout: float = 20.0 + STREAMED_TTL) -> None:
     s3 = cluster.seaweed.client()
     deadline = time.monotonic() + timeout
     while True:
-        uploads = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+        uploads = incomplete_uploads(s3)
         keys = [
             item["Key"]
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
             for item in page.get("Contents", [])
         ]
         strays = [
-            key for key in keys if not re.fullmatch(r"artifacts/(c\d/r\d/.+|mp/.+|drain/.+)", key)
+            key
+            for key in keys
+            if not re.fullmatch(r"artifacts/(c\d/r\d/.+|mp/.+|drain/.+|streamed/.+)", key)
         ]
-        if not uploads and not strays:
+        records = streamed_records(cluster)
+        if not uploads and not strays and not records:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"left in the bucket: uploads {uploads}, objects {strays}")
+            pytest.fail(
+                f"left in the bucket: uploads {uploads}, objects {strays}; "
+                f"{records} streamed-upload records in the store"
+            )
         time.sleep(0.5)
 
 
@@ -465,3 +519,143 @@ def test_sigterm_drains_running_transfers_and_new_calls_go_elsewhere(
 def write(path: Path, size: int) -> Path:
     path.write_bytes(os.urandom(size))
     return path
+
+
+def paced_upload(
+    path: str,
+    data: bytes,
+    pace: float,
+    hold_after: int | None = None,
+    release: threading.Event | None = None,
+) -> Iterator[pb.LogArtifactRequest]:
+    """LogArtifact messages for `data`: a header, 512 KiB chunks `pace` seconds apart, the
+    finish; with `hold_after`, nothing more after that many bytes until `release` is set, and
+    then no finish (the stream of a client whose replica died under it)."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    yield pb.LogArtifactRequest(header=pb.UploadHeader(path=path, size=len(data), sha256=sha256))
+    step = 512 * 1024
+    for position in range(0, len(data), step):
+        if hold_after is not None and position >= hold_after:
+            assert release is not None
+            release.wait(120)
+            return
+        time.sleep(pace)
+        yield pb.LogArtifactRequest(data=data[position : position + step])
+    yield pb.LogArtifactRequest(finish=pb.UploadFinish(sha256=sha256))
+
+
+def log_artifact(
+    target: str, messages: Iterator[pb.LogArtifactRequest], outcome: list[object]
+) -> None:
+    """One LogArtifact call; appends its reply or its error, then the time it ended."""
+    channel = grpc.insecure_channel(target)
+    try:
+        outcome.append(pb_grpc.ArtifactServiceStub(channel).LogArtifact(messages, timeout=120))
+    except BaseException as exc:  # reported by the test, not lost in the thread
+        outcome.append(exc)
+    finally:
+        outcome.append(time.monotonic())
+        channel.close()
+
+
+def swept_lines(replica: ServerProcess, path: str) -> list[str]:
+    return [
+        line
+        for line in replica.log_text().splitlines()
+        if "aborted streamed upload" in line and line.endswith(f" of {path}")
+    ]
+
+
+def test_a_killed_replicas_streamed_upload_is_swept_by_another_and_a_live_one_never(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A file over 8 MiB streamed through replica 0 is an S3 multipart upload until its commit;
+    replica 0 is SIGKILLed mid-stream, which leaves that upload in the bucket. Replica 0 had
+    recorded it in the shared store, so within --streamed-upload-ttl (and a sweep) exactly one
+    surviving replica aborts it, not a day later. Meanwhile a slow stream into replica 2 keeps
+    its own multipart upload open for more than twice the TTL: its record is touched as it
+    writes, so no sweeper takes it, and it publishes intact. The killed file, sent again, is
+    intact too, and nothing is left in the bucket or the store."""
+    s3 = cluster.seaweed.client()
+    victim, live = cluster.replicas[0], cluster.replicas[2]
+    assert victim.process.poll() is None and live.process.poll() is None
+    killed_path, live_path = "streamed/killed.bin", "streamed/live.bin"
+    killed_key, live_key = f"artifacts/{killed_path}", f"artifacts/{live_path}"
+    killed_data, live_data = os.urandom(20 * MiB), os.urandom(28 * MiB)
+    release = threading.Event()
+    killed_outcome: list[object] = []
+    live_outcome: list[object] = []
+    live_stream = paced_upload(live_path, live_data, pace=0.35)  # about 20 s of sending
+    killed_stream = paced_upload(killed_path, killed_data, 0.0, 12 * MiB, release)
+    live_thread = threading.Thread(
+        target=log_artifact, args=(live.target, live_stream, live_outcome)
+    )
+    killed_thread = threading.Thread(
+        target=log_artifact, args=(victim.target, killed_stream, killed_outcome)
+    )
+    live_thread.start()
+    killed_thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until replica 0's multipart upload holds its first part
+            found = incomplete_uploads(s3, killed_key)
+            if found and s3.list_parts(
+                Bucket=BUCKET, Key=killed_key, UploadId=found[0]["UploadId"]
+            ).get("Parts"):
+                break
+            assert not killed_outcome, f"the stream to replica 0 ended early: {killed_outcome}"
+            assert time.monotonic() < deadline, "replica 0 never started a multipart upload"
+            time.sleep(0.05)
+        left = found[0]["UploadId"]
+        victim.stop(signal.SIGKILL)
+        killed_at = time.monotonic()
+    finally:
+        release.set()
+    killed_thread.join(60)
+    assert isinstance(killed_outcome[0], grpc.RpcError), killed_outcome
+    remaining = [u["UploadId"] for u in incomplete_uploads(s3, killed_key)]
+    assert remaining == [left], f"the kill should have left its upload in the bucket: {remaining}"
+
+    live_seen: float | None = None
+    swept_at: float | None = None
+    deadline = time.monotonic() + 90
+    while live_thread.is_alive() or swept_at is None:
+        now = time.monotonic()
+        if live_seen is None and incomplete_uploads(s3, live_key):
+            live_seen = now
+        if swept_at is None and not incomplete_uploads(s3, killed_key):
+            swept_at = now
+        assert now < deadline, f"not done in 90 s: live {live_outcome}, swept at {swept_at}"
+        time.sleep(0.1)
+    live_thread.join()
+
+    assert swept_at is not None and swept_at - killed_at < STREAMED_TTL + 10, (
+        f"the killed replica's upload went {swept_at - killed_at:.1f}s after the kill"
+    )
+    survivors = [r for r in cluster.replicas if r is not victim]
+    sweepers = [r.target for r in survivors if swept_lines(r, killed_path)]
+    assert len(sweepers) == 1, f"swept by {sweepers}: exactly one surviving replica must abort it"
+
+    reply, ended = live_outcome
+    assert isinstance(reply, pb.LogArtifactResponse), f"the live stream failed: {reply!r}"
+    assert reply.file.file_size == len(live_data)
+    assert reply.file.sha256 == hashlib.sha256(live_data).hexdigest()
+    assert live_seen is not None, "the live stream never became a multipart upload"
+    assert isinstance(ended, float) and ended - live_seen > 2 * STREAMED_TTL, (
+        f"the live upload was open {ended - live_seen:.1f}s, not past twice the TTL: a sweeper "
+        "could not have taken it, so its keepalive was not tested"
+    )
+    assert not any(swept_lines(r, live_path) for r in survivors), "a live upload was swept"
+
+    cluster.replicas[0] = start_replica(cluster.workdir, 0, cluster.database, cluster.env)
+    local = tmp_path / "send" / "killed.bin"
+    local.parent.mkdir()
+    local.write_bytes(killed_data)
+    # through the replicas as they are now (haproxy's config has the ports they first had)
+    with ArtifactClient(cluster.listed) as client:
+        client.log_artifact(local, "streamed")
+        client.download_file(killed_path, tmp_path / "back" / "killed.bin")
+        client.download_file(live_path, tmp_path / "back" / "live.bin")
+    assert (tmp_path / "back" / "killed.bin").read_bytes() == killed_data
+    assert (tmp_path / "back" / "live.bin").read_bytes() == live_data
+    assert_bucket_clean(cluster)

@@ -9,6 +9,7 @@ signatures, so the wrong-credentials test runs there.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -262,3 +263,60 @@ def test_sweep_aborts_only_stale_multipart_uploads(storage: S3Storage, prefix: s
     assert storage.sweep_incomplete_uploads(-60) == 1
     uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads", [])
     assert upload_id not in [u["UploadId"] for u in uploads]
+
+
+def _uploads_of(client: Any, key: str) -> list[str]:
+    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads", [])
+    return [u["UploadId"] for u in uploads if u["Key"] == key]
+
+
+def test_streamed_multipart_upload_reports_a_handle_another_process_can_abort_by(
+    storage: S3Storage, s3_env: dict[str, str], prefix: str
+) -> None:
+    """`Upload.on_cleanup_handle`: the multipart upload's id before its first part is stored,
+    None once completed or aborted; `discard_leftover` on another S3Storage (as a sweeper in
+    another replica) aborts one whose server is gone; a report that fails fails the write."""
+    client: Any = storage.client
+    data = os.urandom(PART_SIZE + 1000)
+    digest = hashlib.sha256(data).hexdigest()
+
+    reports: list[str | None] = []
+    upload = storage.start_upload(parse("handles/done.bin"))
+    upload.on_cleanup_handle(reports.append)
+    upload.write(data[:1000])
+    assert reports == [], "one part's worth or less is only buffered: nothing to report"
+    upload.write(data[1000:])
+    assert len(reports) == 1 and reports[0], reports
+    assert _uploads_of(client, f"unit/{prefix}/handles/done.bin") == [reports[0]]
+    upload.commit(digest, overwrite=True)
+    assert reports[1:] == [None]
+    assert _uploads_of(client, f"unit/{prefix}/handles/done.bin") == []
+
+    left: list[str | None] = []
+    abandoned = storage.start_upload(parse("handles/left.bin"))
+    abandoned.on_cleanup_handle(left.append)
+    abandoned.write(data)
+    handle = left[0]
+    assert handle is not None and _uploads_of(client, f"unit/{prefix}/handles/left.bin") == [handle]
+    sweeper = S3Storage(storage.uri, environ=s3_env)
+    try:
+        sweeper.discard_leftover(parse("handles/left.bin"), handle)
+        assert _uploads_of(client, f"unit/{prefix}/handles/left.bin") == []
+        sweeper.discard_leftover(parse("handles/left.bin"), handle)  # gone: no error
+    finally:
+        sweeper.close()
+    abandoned.abort()  # finds it gone, and reports that nothing is left
+    assert left == [handle, None]
+
+    def refuse(handle: str | None) -> None:
+        if handle is not None:
+            raise Unavailable("the backend store is away")
+
+    refused = storage.start_upload(parse("handles/refused.bin"))
+    refused.on_cleanup_handle(refuse)
+    with pytest.raises(Unavailable):
+        refused.write(data)
+    refused.abort()
+    assert _uploads_of(client, f"unit/{prefix}/handles/refused.bin") == []
+    with pytest.raises(NotFound):
+        storage.stat(parse("handles/refused.bin"))

@@ -39,6 +39,7 @@ from artifactd_server.domain.multipart import DirectUploads, Settings
 from artifactd_server.domain.resumable import ResumableUploads
 from artifactd_server.domain.roots import ArtifactRoots
 from artifactd_server.domain.scopes import Scopes
+from artifactd_server.domain.streamed import StreamedUploads
 from artifactd_server.observability import (
     Metrics,
     ObservingInterceptor,
@@ -57,6 +58,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ArtifactService"].full_name
 RUN_SERVICE_NAME = rpb.DESCRIPTOR.services_by_name["RunService"].full_name
 SERVICE_NAMES = (SERVICE_NAME, RUN_SERVICE_NAME)
 STALE_UPLOAD_AGE = 24 * 3600.0
+"""Age at which the start-up sweep removes what storage holds of uploads nothing recorded (it
+cannot tell a dead replica's from a live one's sooner); recorded ones expire by their TTLs."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class ServerConfig:
     port_file: str | None = None
     presigned_url_ttl: float = 900.0
     multipart_session_ttl: float = 24 * 3600.0
+    streamed_upload_ttl: float = 600.0
     presigned_download_ttl: float = 300.0
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -142,8 +146,9 @@ class ArtifactServer:
         )
         self.direct = DirectUploads(scopes, sessions, settings)
         resumable = ResumableUploads(scopes, sessions, settings)
+        streamed = StreamedUploads(sessions, config.streamed_upload_ttl)
         self._stopping = threading.Event()
-        self._servicer = ArtifactServicer(scopes, self._committer, self.direct, resumable)
+        self._servicer = ArtifactServicer(scopes, self._committer, self.direct, resumable, streamed)
         pb_grpc.add_ArtifactServiceServicer_to_server(self._servicer, self._server)
         run_servicer = RunServicer(store, self.roots, self._servicer.in_flight, self.direct)
         rpb_grpc.add_RunServiceServicer_to_server(run_servicer, self._server)
@@ -195,8 +200,10 @@ class ArtifactServer:
 
     def _sweep(self) -> None:
         self._sweep_storage()
-        # Expired direct-upload sessions: checked often, since a session's parts occupy storage.
-        interval = min(60.0, max(0.5, self.config.multipart_session_ttl / 4))
+        # Expired sessions, and records of streams whose server died: checked often, since
+        # their parts occupy storage.
+        shortest = min(self.config.multipart_session_ttl, self.config.streamed_upload_ttl)
+        interval = min(60.0, max(0.5, shortest / 4))
         while not self._stopping.wait(interval):
             try:
                 self.direct.sweep()

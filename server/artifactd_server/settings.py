@@ -178,6 +178,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         click.FloatRange(1),
     ),
     Option(
+        "--streamed-upload-ttl",
+        "ARTIFACTD_STREAMED_UPLOAD_TTL",
+        "Seconds a file streamed through the server may go without receiving bytes before "
+        "what storage holds of it (an S3 multipart upload, for files over 8 MiB) is aborted by "
+        "the sweeper of any replica: this bounds what a server killed mid-upload leaves "
+        "behind. A stream that keeps sending is never swept.",
+        _TRANSFERS,
+        "ServerConfig.streamed_upload_ttl",
+        click.FloatRange(1),
+    ),
+    Option(
         "--presigned-download-ttl",
         "MLFLOW_PRESIGNED_DOWNLOAD_URL_TTL_SECONDS",
         "Seconds a presigned download URL stays valid.",

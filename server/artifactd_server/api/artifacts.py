@@ -7,6 +7,7 @@ call; the adapter only ever sees `ArtifactPath`s. No storage logic lives here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from artifactd_server.domain.batches import BatchPublisher, Outcome
 from artifactd_server.domain.multipart import DirectUploads
 from artifactd_server.domain.resumable import Continuation, ResumableUploads
 from artifactd_server.domain.scopes import Scope, Scopes, WriteScopes
+from artifactd_server.domain.streamed import StreamedUploads
 from artifactd_server.domain.uploads import (
     Declared,
     UploadMessage,
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def _header_reader(
-    scopes: WriteScopes, resumable: ResumableUploads, owner: str
+    scopes: WriteScopes, resumable: ResumableUploads, streamed: StreamedUploads, owner: str
 ) -> Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]]:
     """Reads a header message into the raw path (for error reports) and an `UploadSpec` parser."""
 
@@ -69,13 +71,14 @@ def _header_reader(
             size = header.size if header.HasField("size") else None
             if size is not None:
                 check_declared_size(size, scope, path)
-            return UploadSpec(
+            spec = UploadSpec(
                 path=path,
                 size=size,
                 sha256=sha256,
                 overwrite=header.overwrite != pb.OVERWRITE_POLICY_FAIL_IF_EXISTS,
                 scope=scope,
             )
+            return dataclasses.replace(spec, tracking=streamed.tracking(spec, owner))
 
         return header.path, spec
 
@@ -97,10 +100,12 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         committer: ThreadPoolExecutor,
         direct: DirectUploads,
         resumable: ResumableUploads,
+        streamed: StreamedUploads,
     ) -> None:
         self._scopes = scopes
         self._direct = direct
         self._resumable = resumable
+        self._streamed = streamed
         self._storage = scopes.default.storage
         self._committer = committer
         self.in_flight = InFlight()
@@ -113,7 +118,9 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
     ) -> UploadStream:
         """Reads LogArtifact(s) requests, which arrive as `wire.Chunk`s (their data a
         view of the received buffer: `request_decoding`), typed here as the messages they wrap."""
-        reader = _header_reader(self._scopes.writer(), self._resumable, caller(context))
+        reader = _header_reader(
+            self._scopes.writer(), self._resumable, self._streamed, caller(context)
+        )
         return UploadStream(reader, _declared_in, max_files, before_open)
 
     @translate_errors

@@ -9,7 +9,8 @@ publishes only when every part is in storage with the size the layout says and t
 client got from storage. Sessions left unused for the session TTL are aborted by `sweep` (a
 thread in every replica, and GC), so storage keeps no orphaned parts; each is claimed in the
 backend store first (`UploadSessions.claim`), so replicas sweeping at once abort each session
-exactly once and never one a client is still using.
+exactly once and never one a client is still using. The same sweep discards what streams
+through a server that died left in storage (`streamed.py`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from artifactd_server.storage.base import (
     Storage,
     StoredPart,
 )
-from artifactd_server.store.schema import MULTIPART, RESUMABLE
+from artifactd_server.store.schema import MULTIPART, RESUMABLE, STREAMED
 from artifactd_server.store.upload_sessions import UploadSession, UploadSessions
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,8 @@ class DirectUploads:
         log.info("aborted multipart upload %s of %s", session.upload_id, session.path)
 
     def _free(self, session: UploadSession) -> None:
-        """Frees what storage holds for a claimed session (parts, or kept bytes)."""
+        """Frees what storage holds for a claimed session (parts, kept bytes, or what a stream
+        whose server died left: `domain.streamed`)."""
         location = self._scopes.locate(session.root_uri)
         storage = location.storage
         full = ArtifactPath(location.path.parts + parse(session.path).parts)
@@ -309,6 +311,8 @@ class DirectUploads:
             storage.discard_resumable(full, session.backend_upload_id)
         elif session.kind == MULTIPART and isinstance(storage, DirectTransfers):
             storage.abort_multipart(full, session.backend_upload_id)
+        elif session.kind == STREAMED:
+            storage.discard_leftover(full, session.backend_upload_id)
         log.info("aborted %s upload %s of %s", session.kind, session.upload_id, session.path)
 
     def sweep(self) -> int:

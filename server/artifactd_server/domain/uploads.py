@@ -82,7 +82,23 @@ class Resume:
     finished: Callable[[], None]
     """Called once the file is published (closes the session)."""
     keepalive: Callable[[], None] | None = None
-    """Called for every chunk written: keeps the session from expiring while it is in use."""
+    """Called for every chunk written to storage: keeps the session from expiring while it is
+    in use."""
+
+
+class Tracking(Protocol):
+    """Records what a new upload starts in storage, so that a sweeper can discard it if this
+    server dies mid-stream (`domain.streamed`)."""
+
+    def follow(self, upload: Upload) -> None:
+        """Called once the storage upload exists, before any byte is written to it."""
+
+    def keepalive(self) -> None:
+        """Called for every chunk written to storage (on the writer thread when there is one)."""
+
+    def confirm(self) -> None:
+        """Called once the bytes passed every check, before the file is published; raises if
+        what storage held was discarded meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,8 @@ class UploadSpec:
     overwrite: bool
     scope: Scope
     resume: Resume | None = None
+    tracking: Tracking | None = None
+    """For a new upload (not a resumed one, whose session is its record)."""
 
 
 class IncomingFile:
@@ -108,9 +126,14 @@ class IncomingFile:
         self._received = 0
         full = spec.scope.full(spec.path)
         resume = spec.resume
+        self._keepalive: Callable[[], None] | None = None
         if resume is None:
             self._upload: Upload = spec.scope.storage.start_upload(full)
+            if spec.tracking is not None:
+                spec.tracking.follow(self._upload)
+                self._keepalive = spec.tracking.keepalive
         else:
+            self._keepalive = resume.keepalive
             self._upload = resume.storage.resume_upload(full, resume.token, resume.offset)
             try:  # the digest covers the whole file: read back what earlier streams sent
                 for block in resume.storage.read_resumable(full, resume.token):
@@ -126,14 +149,20 @@ class IncomingFile:
         self._writer: BackgroundConsumer | None = None
         if spec.size is not None and spec.size >= BACKGROUND_WRITE_THRESHOLD:
             try:
-                self._writer = BackgroundConsumer(self._upload.write, "upload-writer")
+                self._writer = BackgroundConsumer(self._store, "upload-writer")
             except BaseException:  # no thread to be had: the temporary file must not stay
                 self._upload.abort()
                 raise
 
+    def _store(self, data: bytes | memoryview) -> None:
+        """Writes to storage, on the writer thread when there is one, keeping the session or
+        record alive: where bytes reach storage, so neither a writer behind the stream (the
+        stream waits for it) nor one draining at the end goes untouched."""
+        if self._keepalive is not None:
+            self._keepalive()
+        self._upload.write(data)
+
     def write(self, data: bytes | memoryview) -> None:
-        if self.spec.resume is not None and self.spec.resume.keepalive is not None:
-            self.spec.resume.keepalive()
         self._received += len(data)
         declared = self.spec.size
         if declared is not None and self._received > declared:
@@ -144,7 +173,7 @@ class IncomingFile:
         self._hash.update(data)
         self._crc.update(data)
         if self._writer is None:
-            self._upload.write(data)
+            self._store(data)
         else:
             self._writer.put(data)
 
@@ -174,6 +203,8 @@ class IncomingFile:
                 f"'{spec.path}': CRC32C of the received bytes is {self._crc.checksum:08x}, but "
                 f"the finish declared {final.crc32c:08x}; nothing was stored"
             )
+        if spec.tracking is not None:
+            spec.tracking.confirm()
         return Sealed(
             self._upload,
             digest,

@@ -13,14 +13,15 @@ from sqlalchemy import func, select
 
 from artifactd_server.observability.metrics import PREFIX
 from artifactd_server.store.database import Database
-from artifactd_server.store.schema import MULTIPART, RESUMABLE, MultipartUploadRow
+from artifactd_server.store.schema import MULTIPART, RESUMABLE, STREAMED, MultipartUploadRow
 
 log = logging.getLogger(__name__)
 
 NAME = f"{PREFIX}_upload_sessions_open"
 HELP = (
     "Open upload sessions in the backend store (not yet completed, aborted or swept), by kind: "
-    "multipart (presigned, straight to storage) or resumable (through the server)."
+    "multipart (presigned, straight to storage), resumable (through the server), or streamed "
+    "(a LogArtifact(s) stream's multipart upload in storage, recorded for the sweeper)."
 )
 
 
@@ -42,6 +43,6 @@ class UploadSessionsCollector(Collector):
             return
         counts = {str(kind): int(count) for kind, count in rows}
         family = GaugeMetricFamily(NAME, HELP, labels=["kind"])
-        for kind in sorted({MULTIPART, RESUMABLE, *counts}):
+        for kind in sorted({MULTIPART, RESUMABLE, STREAMED, *counts}):
             family.add_metric([kind], counts.get(kind, 0))
         yield family

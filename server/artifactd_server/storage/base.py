@@ -9,7 +9,7 @@ and its helpers, so a backend is only the mapping of these verbs onto its storag
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -66,6 +66,32 @@ class Upload(ABC):
     @abstractmethod
     def abort(self) -> None:
         """Discards what was written; safe to call more than once and after `commit`."""
+
+    def on_cleanup_handle(self, report: Callable[[str | None], None]) -> None:  # noqa: B027
+        """Asks to be told what this upload would leave in storage if its server died.
+
+        A process killed mid-upload (SIGKILL, OOM) cannot clean up, and with several replicas on
+        one destination no other process can tell a dead upload from another replica's live
+        one; only a record made while the upload runs can (`domain.streamed` keeps it in the
+        backend store). So an upload that starts holding something in storage that outlives its
+        process, and that the storage does not expire soon by itself, calls `report(handle)`
+        first, on the thread that writes and before any bytes are stored under it: `handle` is
+        a string by which `Storage.discard_leftover(path, handle)` discards it later, from any
+        process. If `report` raises, the write fails with that error and `abort` discards what
+        was started. `report(None)` follows once nothing is left (committed, or aborted); never
+        after an abort that failed, so the record stays for a sweeper. `report(None)` must not
+        raise.
+
+        The S3 adapter reports its multipart upload id (a file larger than one part). The other
+        backends keep this no-op; what a killed server leaves there goes otherwise:
+        - local disks and remote file systems (NFS, FTP, SFTP, HDFS): a temporary file named
+          with its process's owner mark, which the start-up sweep of any process sharing the
+          root removes once that owner's lock is free (`owners.py`);
+        - Azure Blob: uncommitted blocks staged against the final name, invisible, which Azure
+          discards after a week;
+        - GCS: hidden chunk objects (`.artifactd-upload-*`, never listed), removed by the
+          start-up sweep once a day old.
+        """
 
     def __enter__(self) -> Upload:
         return self
@@ -164,6 +190,12 @@ class Storage(ABC):
 
     def make_durable(self, paths: Iterable[ArtifactPath]) -> None:  # noqa: B027 - optional
         """Makes the commits of `paths` (made with `durable=False`) survive a crash."""
+
+    def discard_leftover(self, path: ArtifactPath, handle: str) -> None:  # noqa: B027
+        """Discards what an upload to `path` left under `handle` (see `Upload.on_cleanup_handle`);
+        no error if it is gone (completed or discarded meanwhile). Called by the sweeper of any
+        process, for an upload whose server died; storages that report no handles keep this
+        no-op."""
 
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Removes what uploads killed with their server left behind; returns how many.

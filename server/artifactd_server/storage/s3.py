@@ -15,8 +15,10 @@ timeout per request, default 60 s), `AWS_DEFAULT_REGION` and boto3's credential 
 Uploads: up to `PART_SIZE` bytes are buffered and stored with one PutObject at commit; a larger
 file becomes a multipart upload whose parts are sent as they fill, so at most one part is held in
 memory. Nothing is visible before the commit: a multipart upload is only an object once completed,
-and `abort` aborts it. Fail-if-exists uses a conditional write (`If-None-Match: *`), so of two
-racing uploads exactly one wins, as with `link` on disk. The sha256 travels as object metadata
+and `abort` aborts it. Its id is reported as the upload's cleanup handle (`on_cleanup_handle`), so
+that if this server dies mid-stream the sweeper of another can abort it (`discard_leftover`).
+Fail-if-exists uses a conditional write (`If-None-Match: *`), so of two racing uploads exactly one
+wins, as with `link` on disk. The sha256 travels as object metadata
 (`x-amz-meta-sha256`); a multipart upload learns it only at the end, so the completed object is
 copied onto itself with the digest (guarded by its ETag); beyond S3's 5 GiB copy limit the digest is
 verified on upload but not remembered.
@@ -36,7 +38,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -273,8 +275,18 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
     def _upload(self, path: ArtifactPath) -> Upload:
         return _S3Upload(self, path)
 
+    def discard_leftover(self, path: ArtifactPath, handle: str) -> None:
+        """Aborts the multipart upload `handle` of a file streamed to `path` by a server that
+        died (`_S3Upload.on_cleanup_handle` reported it)."""
+        self.abort_multipart(path, handle)
+
     def sweep_incomplete_uploads(self, older_than: float) -> int:
-        """Aborts multipart uploads under the root whose last part is older than `older_than` s."""
+        """Aborts multipart uploads under the root whose last part is older than `older_than` s.
+
+        Run at start-up with a day: the backstop for uploads nothing recorded (from before the
+        records, or a server killed between creating one and recording it), since an upload
+        seen here may be another live replica's. Recorded ones go within
+        `--streamed-upload-ttl` (`discard_leftover`)."""
         cutoff = time.time() - older_than
         removed = 0
         paginator = self._client.get_paginator("list_multipart_uploads")
@@ -444,17 +456,28 @@ class _S3Upload(BufferedUpload):
         self._key = storage.key(path)
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
+        self._report: Callable[[str | None], None] | None = None
+
+    def on_cleanup_handle(self, report: Callable[[str | None], None]) -> None:
+        """Reports the multipart upload's id once it is created (before its first part), and
+        None once it is completed or aborted."""
+        self._report = report
 
     def _fail(self, exc: ClientError | BotoCoreError) -> ArtifactError:
         return s3_error(exc, self._path, self._bucket)
 
     def _send_part(self, data: bytes) -> None:
-        try:
-            if self._upload_id is None:
+        if self._upload_id is None:
+            try:
                 reply = self._client.create_multipart_upload(
                     Bucket=self._bucket, Key=self._key, **self._storage._extra_args
                 )
-                self._upload_id = reply["UploadId"]
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc) from None
+            self._upload_id = reply["UploadId"]
+            if self._report is not None:
+                self._report(self._upload_id)  # raising: the caller's abort discards it
+        try:
             number = len(self._parts) + 1
             part = self._client.upload_part(
                 Bucket=self._bucket,
@@ -493,7 +516,12 @@ class _S3Upload(BufferedUpload):
             overwrite,
         )
         self._upload_id = None
+        self._gone()
         self._attach_digest(reply["ETag"], sha256)
+
+    def _gone(self) -> None:
+        if self._report is not None:
+            self._report(None)
 
     def _attach_digest(self, etag: str, sha256: str) -> None:
         """Copies the completed object onto itself with the digest in its metadata.
@@ -530,9 +558,16 @@ class _S3Upload(BufferedUpload):
             self._client.abort_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=upload_id
             )
-        except (ClientError, BotoCoreError) as exc:
-            # The start-up sweep aborts it later; nothing of it is visible meanwhile.
+        except ClientError as exc:
+            if _code(exc) != "NoSuchUpload":
+                # Reported, it stays recorded and a sweeper aborts it after the streamed-upload
+                # TTL (else the start-up sweep, after a day); nothing of it is visible meanwhile.
+                log.warning("could not abort the multipart upload of '%s': %s", self._path, exc)
+                return
+        except BotoCoreError as exc:
             log.warning("could not abort the multipart upload of '%s': %s", self._path, exc)
+            return
+        self._gone()
 
 
 class _S3Reader(FileReader):

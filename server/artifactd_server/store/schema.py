@@ -71,6 +71,7 @@ class RunRow(Base):
 
 MULTIPART = "multipart"  # presigned parts straight to storage
 RESUMABLE = "resumable"  # streamed through the server, kept across broken connections
+STREAMED = "streamed"  # a plain LogArtifact(s) stream's storage-side upload, for the sweeper only
 
 
 class MultipartUploadRow(Base):
@@ -78,6 +79,11 @@ class MultipartUploadRow(Base):
 
     The destination (`root_uri`, `path`) is fixed at creation and never taken from a later
     request, so a session can only ever publish the file it was created for.
+
+    A STREAMED row is no session a client holds (its id is never sent): it records what a
+    server streaming a file to storage started there (`backend_upload_id` is the storage's
+    cleanup handle: an S3 multipart upload id), so that a sweeper can discard it if that
+    server dies mid-stream (`domain.streamed`). `size` is 0 when the stream declared none.
     """
 
     __tablename__ = "artifactd_multipart_uploads"

@@ -1,0 +1,181 @@
+"""What a stream's S3 multipart upload would leave if its server died, recorded in the backend
+store (`domain.streamed`): in one process, on a real S3 server (moto) and each store database.
+
+test_replicas.py kills a real replica mid-stream; this drives the same code step by step, where
+each moment can be checked: a file over one part is recorded once its multipart upload exists,
+the record goes when the file is published or aborted, one left behind (its server "died":
+neither happened) is aborted in storage by a sweep once its TTL has passed, one still receiving
+bytes is touched and outlives several TTLs and sweeps, and one swept while idle fails its stream
+instead of publishing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from artifactd.protocol.errors import Aborted
+from artifactd.protocol.paths import parse
+from artifactd_server.domain.multipart import DirectUploads, Settings
+from artifactd_server.domain.roots import ArtifactRoots
+from artifactd_server.domain.scopes import Scopes
+from artifactd_server.domain.streamed import StreamedUploads
+from artifactd_server.domain.uploads import Declared, IncomingFile, UploadSpec
+from artifactd_server.storage.s3 import PART_SIZE, S3Storage
+from artifactd_server.store.schema import STREAMED, MultipartUploadRow
+from artifactd_server.store.tracking import TrackingStore
+from artifactd_server.store.upload_sessions import UploadSessions
+
+from backend_servers import BUCKET, S3Service
+
+TTL = 1.0
+MiB = 1024 * 1024
+
+
+@dataclass
+class Setup:
+    storage: S3Storage
+    sessions: UploadSessions
+    scopes: Scopes
+    direct: DirectUploads
+    streamed: StreamedUploads
+    prefix: str
+
+    def incoming(self, name: str, size: int | None = None) -> IncomingFile:
+        """A file arriving as through LogArtifact, with its record keeper (owner "alice")."""
+        path = parse(name)
+        spec = UploadSpec(path, size, None, True, self.scopes.for_write("", path))
+        return IncomingFile(
+            dataclasses.replace(spec, tracking=self.streamed.tracking(spec, "alice"))
+        )
+
+    def records(self, name: str) -> list[str]:
+        """The backend upload ids recorded for streams to `name`."""
+        with self.sessions.database.transaction() as session:
+            rows = session.scalars(
+                select(MultipartUploadRow).where(
+                    MultipartUploadRow.kind == STREAMED,
+                    MultipartUploadRow.root_uri == self.storage.uri,
+                    MultipartUploadRow.path == name,
+                )
+            )
+            return [row.backend_upload_id for row in rows]
+
+    def in_storage(self, name: str) -> list[str]:
+        """The multipart uploads S3 holds for `name`."""
+        key = f"{self.prefix}/{name}"
+        client: Any = self.storage.client
+        uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads", [])
+        return [u["UploadId"] for u in uploads if u["Key"] == key]
+
+
+@pytest.fixture
+def setup(
+    moto_s3: S3Service,
+    tracking_store: TrackingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefix: str,
+) -> Iterator[Setup]:
+    env = moto_s3.server_env(tmp_path)
+    for name, value in env.items():
+        if name != "MLFLOW_S3_ENDPOINT_URL":  # boto3 reads the keys from the environment
+            monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    storage = S3Storage(f"s3://{BUCKET}/streamed/{prefix}", environ=env)
+    sessions = UploadSessions(tracking_store.database)
+    scopes = Scopes(ArtifactRoots([storage]), tracking_store)
+    try:
+        yield Setup(
+            storage, sessions, scopes, DirectUploads(scopes, sessions, Settings()),
+            StreamedUploads(sessions, TTL), f"streamed/{prefix}",
+        )  # fmt: skip
+    finally:
+        storage.close()
+
+
+def eventually(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the timeout"
+        time.sleep(0.02)
+
+
+def test_a_file_over_one_part_is_recorded_until_published_or_aborted(setup: Setup) -> None:
+    data = os.urandom(PART_SIZE + MiB)
+    for name, publish in (("published.bin", True), ("aborted.bin", False)):
+        # a declared size this large is written by a writer thread: recorded from there
+        incoming = setup.incoming(name, size=len(data))
+        incoming.write(data[:MiB])
+        assert setup.records(name) == [], "nothing stored yet: nothing to record"
+        for start in range(MiB, len(data), MiB):
+            incoming.write(data[start : start + MiB])
+        eventually(lambda name=name: bool(setup.records(name)))
+        assert setup.records(name) == setup.in_storage(name), "the record names the upload"
+        if publish:
+            incoming.seal(Declared()).commit(True)
+        else:
+            incoming.abort()
+        assert setup.records(name) == [] and setup.in_storage(name) == []
+    with setup.storage.open_file(parse("published.bin")) as reader:
+        assert b"".join(reader.chunks(0, 0, MiB)) == data
+    assert setup.records("small.bin") == []
+    small = setup.incoming("small.bin")
+    small.write(b"x" * 1000)
+    small.seal(Declared()).commit(True)
+    assert setup.records("small.bin") == [], "one PutObject: nothing to record"
+
+
+def test_an_upload_left_behind_is_aborted_by_a_sweep_after_the_ttl(setup: Setup) -> None:
+    dead = setup.incoming("left.bin")  # no declared size: written on this thread
+    dead.write(os.urandom(PART_SIZE + 10))
+    left = setup.in_storage("left.bin")
+    assert len(left) == 1 and setup.records("left.bin") == left
+    # its server "dies": neither commit nor abort ever comes
+    setup.direct.sweep()
+    assert setup.in_storage("left.bin") == left, "swept before its TTL"
+    time.sleep(TTL + 0.2)
+    assert setup.direct.sweep() >= 1
+    assert setup.in_storage("left.bin") == [] and setup.records("left.bin") == []
+
+
+def test_a_stream_still_writing_is_never_swept(setup: Setup) -> None:
+    data = os.urandom(PART_SIZE + 13 * 64 * 1024)
+    live = setup.incoming("live.bin")
+    live.write(data[:PART_SIZE])
+    live.write(data[PART_SIZE : PART_SIZE + 64 * 1024])
+    recorded = setup.records("live.bin")
+    assert len(recorded) == 1
+    started = time.monotonic()
+    for start in range(PART_SIZE + 64 * 1024, len(data), 64 * 1024):
+        time.sleep(TTL / 4)
+        live.write(data[start : start + 64 * 1024])
+        setup.direct.sweep()
+        assert setup.in_storage("live.bin") == recorded, "a sweep took an upload in progress"
+    assert time.monotonic() - started > 2.5 * TTL
+    entry = live.seal(Declared()).commit(True)
+    assert entry.sha256 == hashlib.sha256(data).hexdigest()
+    assert setup.records("live.bin") == [] and setup.in_storage("live.bin") == []
+
+
+def test_a_stream_swept_while_idle_fails_instead_of_publishing(setup: Setup) -> None:
+    idle = setup.incoming("idle.bin")
+    idle.write(os.urandom(PART_SIZE + 10))
+    assert setup.records("idle.bin")
+    time.sleep(TTL + 0.2)
+    setup.direct.sweep()
+    assert setup.in_storage("idle.bin") == []
+    with pytest.raises(Aborted, match="streamed-upload TTL"):
+        idle.write(b"more")
+    idle.abort()
+    assert setup.records("idle.bin") == []
