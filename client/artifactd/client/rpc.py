@@ -74,7 +74,6 @@ TRANSPARENT_RETRIES = {
         "QueryWriteStatus", "GetDownloadUrl",
     ),
     "artifactd.v1.RunService": ("GetExperiment", "ListExperiments", "GetRun", "ListRuns"),
-    "grpc.health.v1.Health": ("Check",),
 }  # fmt: skip
 """Methods gRPC may send again by itself on UNAVAILABLE: they read, or sign a URL, and change
 nothing, so a second copy has the effect of one. gRPC replays a call only until its first
@@ -82,7 +81,9 @@ response arrives (a download broken later is resumed by the client from the last
 Not here: uploads (their stream is larger than gRPC's 256 KiB replay buffer; the client sends a
 local file again itself, see `ArtifactClient.log_artifact`), and every call that creates,
 completes, aborts or deletes (a repeat would make a second session or run, or answer for the
-first attempt's effect: `existed`, NOT_FOUND). Calls that never reached a server (a refused
+first attempt's effect: `existed`, NOT_FOUND), nor grpc.health.v1 Check: a probe reports what
+it finds, and retried, a server refusing connections read as DEADLINE_EXCEEDED instead of
+UNAVAILABLE within `artifactd health --timeout`. Calls that never reached a server (a refused
 stream, a connection that was going away) gRPC retries transparently whatever the method."""
 
 
