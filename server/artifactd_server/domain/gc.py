@@ -201,12 +201,17 @@ class GarbageCollector:
                 return _gone(kind, ident)
         uri = ""
         try:
+            if kind == _RUN and self._direct is not None and self._still_deleted(ident):
+                # Parts of unfinished uploads go first, before the run's claim: on SQLite the
+                # claim holds the database's only write lock, and each session's abort takes it
+                # too, from a transaction of its own that would wait for the claim's forever. A
+                # deleted run takes no new uploads, and its sessions' claims keep two
+                # collectors from aborting one twice.
+                self._direct.abort_run(ident)
             with claim() as claimed:
                 if claimed is None:
                     return _taken(kind, ident, busy)
                 uri = location_of(claimed)
-                if kind == _RUN and self._direct is not None:
-                    self._direct.abort_run(ident)  # parts of unfinished uploads go first
                 self._delete(uri, run_folder_of=ident if kind == _RUN else "")
         except (ArtifactError, OSError) as exc:
             return _failure(kind, ident, uri, exc)
@@ -215,6 +220,13 @@ class GarbageCollector:
             return _failure(kind, ident, uri, exc)
         log.info("collected %s %s (%s)", _KIND_NAMES[kind], ident, uri)
         return _event(kind, ident, uri, rpb.GARBAGE_OUTCOME_COLLECTED)
+
+    def _still_deleted(self, run_id: str) -> bool:
+        """Whether the run is still deleted (not restored since it was planned, nor gone)."""
+        try:
+            return self._store.get_run(run_id).lifecycle_stage == DELETED
+        except NotFound:
+            return False
 
     def _delete(self, uri: str, run_folder_of: str = "") -> None:
         """Deletes a location inside the roots: a run's `<run_id>/artifacts` takes its folder."""
