@@ -29,7 +29,7 @@ import pytest
 
 from artifactd.client import ArtifactClient
 from artifactd.client.direct import DirectSettings
-from artifactd.protocol.errors import FailedPrecondition, NotFound
+from artifactd.protocol.errors import DataLoss, FailedPrecondition, NotFound
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
@@ -482,6 +482,31 @@ def test_large_downloads_fetch_ranges_straight_from_storage(
         faults.ranges.clear()
         client.download_artifacts(f"{prefix}/small.bin", tmp_path / "back")
         assert faults.ranges == [], "below the threshold the gRPC stream is used"
+
+
+def test_a_direct_download_that_does_not_match_its_sha256_is_discarded(
+    s3_server: ServerProcess, faults: FaultProxy, s3: Any, prefix: str, tmp_path: Path
+) -> None:
+    """The client hashes ranges as they land (in order, on its own thread) and compares the
+    whole with the stored sha256: a mismatch publishes nothing and leaves no temporary file."""
+    settings = dataclasses.replace(
+        direct_settings(tmp_path), download_minimum_size=MiB, download_chunk_size=MiB
+    )
+    local = big_file(tmp_path, size=5 * MiB + 7)
+    key = f"{S3_PREFIX}/{prefix}/weights.bin"
+    with ArtifactClient(s3_server.target, direct=settings) as client:
+        client.log_artifact(local, prefix)
+        back = client.download_artifacts(f"{prefix}/weights.bin", tmp_path / "good")
+        assert Path(back).read_bytes() == local.read_bytes()
+        s3.copy_object(  # the bytes stay; the digest recorded with them is now another file's
+            Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": key},
+            MetadataDirective="REPLACE", Metadata={"sha256": "0" * 64},
+        )  # fmt: skip
+        faults.ranges.clear()
+        with pytest.raises(DataLoss, match="the download was discarded"):
+            client.download_artifacts(f"{prefix}/weights.bin", tmp_path / "bad")
+    assert len(faults.ranges) == 6, "fetched directly, in 1 MiB ranges"
+    assert [p for p in (tmp_path / "bad").rglob("*") if p.is_file()] == []
 
 
 def test_a_file_replaced_during_a_direct_download_is_not_mixed(

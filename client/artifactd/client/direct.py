@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -418,21 +419,40 @@ class DirectDownload(_DirectTransfer):
         http = _http()
         with open(temp, "wb") as fh:
             fh.truncate(size)
+        ranges = _ranges(size, chunk, self._settings.workers)
+        expected = reply.file.sha256 or None
+        digest = _InOrderDigest(temp, ranges) if expected else None
+        writer = _RangeWriter(temp, digest)
         try:
-            ranges = [(start, min(size, start + chunk)) for start in range(0, size, chunk)]
             with ThreadPoolExecutor(self._settings.workers, thread_name_prefix="range") as pool:
-                list(pool.map(lambda r: self._fetch(http, reply.request, temp, *r), ranges))
+                list(
+                    pool.map(
+                        lambda i: self._fetch(http, reply.request, writer, ranges[i], i),
+                        range(len(ranges)),
+                    )
+                )
+            writer.close()
+            if digest is not None and (actual := digest.result()) != expected:
+                raise DataLoss(
+                    f"{target!r}: sha256 is {actual} but the server stored {expected}; "
+                    "the download was discarded"
+                )
         except BaseException:
+            with contextlib.suppress(OSError):
+                writer.close()
+            if digest is not None:
+                digest.stop()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
             raise
-        publish_verified(temp, target, size, reply.file.sha256 or None)
+        publish_verified(temp, target, size, None)  # the size; the digest was checked above
         return True
 
     def _fetch(
-        self, http: urllib3.PoolManager, request: pb.PresignedRequest, temp: str, start: int,
-        end: int,
+        self, http: urllib3.PoolManager, request: pb.PresignedRequest, writer: _RangeWriter,
+        span: tuple[int, int], index: int,
     ) -> None:  # fmt: skip
+        start, end = span
         headers = {**request.headers, "Range": f"bytes={start}-{end - 1}"}
         for attempt in range(PART_ATTEMPTS):
             position = start
@@ -450,14 +470,12 @@ class DirectDownload(_DirectTransfer):
                             f"storage refused bytes {start}-{end - 1} with HTTP "
                             f"{response.status} (the file changed, or the URL expired): {body}"
                         )
-                    with open(temp, "r+b") as fh:
-                        fh.seek(start)
-                        for block in response.stream(READ_BUFFER):
-                            if position + len(block) > end:
-                                raise DataLoss("storage sent more bytes than the range asked")
-                            fh.write(block)
-                            position += len(block)
-                            self._progress(len(block))
+                    for block in response.stream(READ_BUFFER):
+                        if position + len(block) > end:
+                            raise DataLoss("storage sent more bytes than the range asked")
+                        writer.put(index, position, block)
+                        position += len(block)
+                        self._progress(len(block))
                 finally:
                     response.release_conn()
             except _http_errors() as exc:
@@ -472,3 +490,137 @@ class DirectDownload(_DirectTransfer):
                 return
             self._progress(start - position)
         raise Unavailable(f"bytes {start}-{end - 1} could not be fetched")
+
+
+class _RangeWriter:
+    """One thread writes every range's blocks at their places in the file.
+
+    Ranges arrive on several threads, but several threads writing one file contend for its
+    inode lock: measured here, 1.2-1.6 s of system CPU per GiB against 0.53 s for one writer.
+    A range's blocks are written in the order they were handed over, and the digest is told
+    what is in the file as they are.
+    """
+
+    def __init__(self, path: str, digest: _InOrderDigest | None) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        self._digest = digest
+        self._queue: queue.Queue[tuple[int, int, bytes] | None] = queue.Queue(maxsize=16)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._write, name="writer", daemon=True)
+        self._thread.start()
+
+    def put(self, index: int, position: int, data: bytes) -> None:
+        """Queues `data` for range `index` at `position` (waits while 16 blocks are queued)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((index, position, data))
+
+    def _write(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drained until close
+            index, position, data = item
+            try:
+                with memoryview(data) as view:
+                    done = 0
+                    while done < len(view):
+                        done += os.pwrite(self._fd, view[done:], position + done)
+            except OSError as exc:
+                self._error = exc
+                continue
+            if self._digest is not None:
+                self._digest.written(index, position + len(data))
+
+    def close(self) -> None:
+        """Writes what is queued and closes the file; raises the first write error."""
+        if self._fd < 0:
+            return
+        self._queue.put(None)
+        self._thread.join()
+        os.close(self._fd)
+        self._fd = -1
+        if self._error is not None:
+            raise self._error
+
+
+def _ranges(size: int, chunk: int, workers: int) -> list[tuple[int, int]]:
+    """Ranges of at most `chunk` bytes, as many as a multiple of `workers` (no last round that
+    keeps one busy while the others wait), of one size, in whole MiB where that fits `chunk`."""
+    if size <= 0:
+        return []
+    count = -(-size // chunk)
+    count = -(-count // workers) * workers
+    step = -(-size // count)
+    if (rounded := -(-step // MiB) * MiB) <= chunk:
+        step = rounded
+    return [(start, min(size, start + step)) for start in range(0, size, step)]
+
+
+class _InOrderDigest:
+    """The sha256 of a file whose ranges are written in parallel, computed while they arrive.
+
+    A thread reads back from the file (the page cache) every byte once all bytes before it are
+    written, so hashing overlaps the transfer on another core and only what lands last is left
+    to hash when it ends, instead of the whole file afterwards. A range fetched again after a
+    failure rewrites the same bytes (its GET is pinned to one version by If-Match), so what was
+    hashed stays valid.
+    """
+
+    def __init__(self, path: str, ranges: list[tuple[int, int]]) -> None:
+        self._path = path
+        self._ranges = ranges
+        self._written = [start for start, _ in ranges]
+        self._size = ranges[-1][1] if ranges else 0
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._hash, name="sha256", daemon=True)
+        self._thread.start()
+
+    def written(self, index: int, position: int) -> None:
+        """Range `index` holds its bytes up to `position` (absolute) in the file."""
+        with self._changed:
+            if position > self._written[index]:
+                self._written[index] = position
+                self._changed.notify()
+
+    def _contiguous(self) -> int:
+        for (_start, end), written in zip(self._ranges, self._written, strict=True):
+            if written < end:
+                return written
+        return self._size
+
+    def _hash(self) -> None:
+        buffer = bytearray(READ_BUFFER)
+        view = memoryview(buffer)
+        hashed = 0
+        try:
+            with open(self._path, "rb", buffering=0) as fh:
+                while hashed < self._size:
+                    with self._changed:
+                        while not self._stopped and (ready := self._contiguous()) <= hashed:
+                            self._changed.wait()
+                        if self._stopped:
+                            return
+                    while hashed < ready:
+                        count = fh.readinto(view[: min(len(buffer), ready - hashed)])
+                        if not count:
+                            raise DataLoss(f"{self._path} shrank while it was being downloaded")
+                        self._digest.update(view[:count])
+                        hashed += count
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> str:
+        """The hex digest, once every range is written."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest.hexdigest()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+        self._thread.join()
