@@ -30,12 +30,13 @@ from artifactd_server.domain.roots import ArtifactRoots
 from artifactd_server.domain.scopes import Scopes
 from artifactd_server.domain.streamed import StreamedUploads
 from artifactd_server.domain.uploads import Declared, IncomingFile, UploadSpec
+from artifactd_server.storage.gcs import UPLOAD_PREFIX, GCSStorage
 from artifactd_server.storage.s3 import PART_SIZE, S3Storage
 from artifactd_server.store.schema import STREAMED, MultipartUploadRow
 from artifactd_server.store.tracking import TrackingStore
 from artifactd_server.store.upload_sessions import UploadSessions
 
-from backend_servers import BUCKET, S3Service
+from backend_servers import BUCKET, S3Service, gcs_server_env
 
 TTL = 1.0
 MiB = 1024 * 1024
@@ -43,7 +44,7 @@ MiB = 1024 * 1024
 
 @dataclass
 class Setup:
-    storage: S3Storage
+    storage: Any  # S3Storage, or GCSStorage
     sessions: UploadSessions
     scopes: Scopes
     direct: DirectUploads
@@ -179,3 +180,46 @@ def test_a_stream_swept_while_idle_fails_instead_of_publishing(setup: Setup) -> 
         idle.write(b"more")
     idle.abort()
     assert setup.records("idle.bin") == []
+
+
+def test_a_gcs_streams_chunk_objects_are_recorded_and_a_dead_ones_deleted_by_a_sweep(
+    gcs_endpoint: str, tracking_store: TrackingStore, tmp_path: Path, prefix: str
+) -> None:
+    """The same record for GCS, whose streamed files over one chunk go up as hidden chunk
+    objects: recorded until published, and a killed server's chunks deleted by a sweep after
+    the TTL (before, a start-up sweep a day later)."""
+    env = gcs_server_env(gcs_endpoint, tmp_path)
+    storage = GCSStorage(f"gs://{BUCKET}/streamed/{prefix}", environ=env)
+    sessions = UploadSessions(tracking_store.database)
+    scopes = Scopes(ArtifactRoots([storage]), tracking_store)
+    setup = Setup(
+        storage, sessions, scopes, DirectUploads(scopes, sessions, Settings()),
+        StreamedUploads(sessions, TTL), f"streamed/{prefix}",
+    )  # fmt: skip
+    chunk = storage.upload_chunk
+
+    def chunks() -> list[str]:
+        """The hidden chunk objects under this test's root (one upload at a time here)."""
+        blobs = storage.bucket.client.list_blobs(BUCKET, prefix=f"streamed/{prefix}/")
+        return [b.name for b in blobs if b.name.rsplit("/", 1)[-1].startswith(UPLOAD_PREFIX)]
+
+    try:
+        data = os.urandom(chunk + 1000)
+        published = setup.incoming("published.bin")
+        published.write(data)
+        assert len(setup.records("published.bin")) == 1, "a chunk stored: its id recorded"
+        published.seal(Declared()).commit(True)
+        assert setup.records("published.bin") == [] and chunks() == []
+        with storage.open_file(parse("published.bin")) as reader:
+            assert b"".join(reader.chunks(0, 0, MiB)) == data
+
+        dead = setup.incoming("left.bin")  # its server "dies" after one chunk
+        dead.write(os.urandom(chunk + 10))
+        assert len(setup.records("left.bin")) == 1 and chunks()
+        setup.direct.sweep()
+        assert chunks(), "swept before its TTL"
+        time.sleep(TTL + 0.2)
+        assert setup.direct.sweep() >= 1
+        assert chunks() == [] and setup.records("left.bin") == []
+    finally:
+        storage.close()

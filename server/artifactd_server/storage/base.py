@@ -82,15 +82,15 @@ class Upload(ABC):
         after an abort that failed, so the record stays for a sweeper. `report(None)` must not
         raise.
 
-        The S3 adapter reports its multipart upload id (a file larger than one part). The other
-        backends keep this no-op; what a killed server leaves there goes otherwise:
+        The S3 adapter reports its multipart upload id (a file larger than one part), the GCS
+        adapter the id naming its hidden chunk objects (`.artifactd-upload-<id>-<n>`, a file
+        larger than one chunk). The other backends keep this no-op; what a killed server leaves
+        there goes otherwise:
         - local disks and remote file systems (NFS, FTP, SFTP, HDFS): a temporary file named
           with its process's owner mark, which the start-up sweep of any process sharing the
           root removes once that owner's lock is free (`owners.py`);
         - Azure Blob: uncommitted blocks staged against the final name, invisible, which Azure
-          discards after a week;
-        - GCS: hidden chunk objects (`.artifactd-upload-*`, never listed), removed by the
-          start-up sweep once a day old.
+          discards after a week.
         """
 
     def __enter__(self) -> Upload:

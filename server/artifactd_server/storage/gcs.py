@@ -286,13 +286,22 @@ class GCSStorage(ObjectStoreStorage, DirectTransfers):
         finally:
             self.delete_hidden(path, made)
 
-    def delete_hidden(self, path: ArtifactPath, names: Sequence[str]) -> None:
-        """Deletes upload objects; a failure is logged (they are hidden, and swept later)."""
+    def delete_hidden(self, path: ArtifactPath, names: Sequence[str]) -> bool:
+        """Deletes upload objects; a failure is logged (they are hidden, and swept later).
+        Whether all of them went."""
+        deleted = True
         for name in names:
             try:
                 self._delete_key(name, path)
             except ArtifactError as exc:
                 log.warning("could not delete the upload object %r: %s", name, exc.message)
+                deleted = False
+        return deleted
+
+    def discard_leftover(self, path: ArtifactPath, handle: str) -> None:
+        """Deletes the chunk objects of a file streamed to `path` by a server that died
+        (`_GCSUpload.on_cleanup_handle` reported their id)."""
+        self.abort_multipart(path, handle)
 
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Deletes upload objects (`.artifactd-upload-*`) older than `older_than` seconds: chunks
@@ -447,9 +456,18 @@ class _GCSUpload(BufferedUpload):
     def __init__(self, storage: GCSStorage, path: ArtifactPath) -> None:
         super().__init__(path, storage.upload_chunk)
         self._storage = storage
-        self._temp = storage.hidden_name(path, uuid.uuid4().hex)
+        self._id = uuid.uuid4().hex
+        self._temp = storage.hidden_name(path, self._id)
         self._parts: list[str] = []
         self._counter = 0
+        self._report: Callable[[str | None], None] | None = None
+        self._reported = False
+
+    def on_cleanup_handle(self, report: Callable[[str | None], None]) -> None:
+        """Reports the id naming this upload's chunk objects before the first is stored, and
+        None once they are all gone (composed and deleted, or aborted): a killed server's
+        chunks are then deleted by another's sweeper (`GCSStorage.discard_leftover`)."""
+        self._report = report
 
     def _new_part_name(self) -> str:
         self._counter += 1
@@ -457,6 +475,9 @@ class _GCSUpload(BufferedUpload):
 
     def _send_part(self, data: bytes) -> None:
         storage = self._storage
+        if self._report is not None and not self._reported:
+            self._reported = True
+            self._report(self._id)  # raising: the caller's abort discards what there is
         name = self._new_part_name()
         self._parts.append(name)  # before the request: a failed one may still have landed
         storage.call(
@@ -493,7 +514,10 @@ class _GCSUpload(BufferedUpload):
 
     def _discard(self) -> None:
         parts, self._parts = self._parts, []
-        self._storage.delete_hidden(self._path, parts)
+        if self._storage.delete_hidden(self._path, parts) and self._reported:
+            self._reported = False
+            if self._report is not None:
+                self._report(None)  # every chunk is gone: nothing left to record
 
 
 class _GCSReader(FileReader):
