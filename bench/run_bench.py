@@ -599,20 +599,33 @@ class Bench:
 
     def concurrent(self, rnd: int, tag: str) -> None:
         """N simultaneous 1-file uploads to artifactd, for the server's peak memory."""
-        n, s = self.s.concurrent, self.s
+        self.uploads_at_once(
+            CONCURRENT_LABEL, rnd, self.s.big, self.s.concurrent, f"bench/{tag}/concurrent",
+            sample_every=0.05,
+        )  # fmt: skip
+
+    def clients_run(self, rnd: int, tag: str) -> None:
+        """One client uploading CLIENT_SIZE alone, then `clients` uploading as much each at
+        once: does the server use both cores for several clients?"""
+        source = self.s.tmp / "inputs" / "client.bin"
+        for label, count in ((ONE_CLIENT_LABEL, 1), (CLIENTS_LABEL, self.s.clients)):
+            self.uploads_at_once(label, rnd, source, count, f"bench/{tag}/clients{count}")
+
+    def uploads_at_once(
+        self, label: str, rnd: int, source: Path, count: int, folder: str,
+        sample_every: float = 0.0,
+    ) -> None:  # fmt: skip
+        """`count` client processes each uploading `source` to artifactd at the same time,
+        recorded as one sample (whole wall time, all clients' CPU, the server's usage)."""
+        s = self.s
         base = [
-            str(s.artifactd_venv / "bin" / "python"),
-            str(HERE / "artifactd_ops.py"),
-            "--target",
-            self.srv.artifactd_target,
-            "upload",
-            "--src",
-            str(s.big),
-        ]
-        argvs = [[*base, "--path", f"bench/{tag}/concurrent/{i}"] for i in range(n)]
+            str(s.artifactd_venv / "bin" / "python"), str(HERE / "artifactd_ops.py"),
+            "--target", self.srv.artifactd_target, "upload", "--src", str(source),
+        ]  # fmt: skip
+        argvs = [[*base, "--path", f"{folder}/{i}"] for i in range(count)]
         pid = self.srv.pid("artifactd")
         assert pid is not None
-        watch = TreeWatch(pid, sample_every=0.05)
+        watch = TreeWatch(pid, sample_every)
         time.sleep(s.settle)
         watch.start()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -630,46 +643,11 @@ class Bench:
         for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
             if proc.returncode != 0:
                 raise SystemExit(
-                    f"concurrent upload failed ({proc.returncode}):\n"
-                    f"{stdout[-2000:]}{stderr[-4000:]}"
+                    f"{label} upload failed ({proc.returncode}):\n{stdout[-2000:]}{stderr[-4000:]}"
                 )
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        self.record(Sample(CONCURRENT_LABEL, rnd, wall, wall, n * s.size, n, cpu, usage))
-
-    def clients_run(self, rnd: int, tag: str) -> None:
-        """One client uploading CLIENT_SIZE alone, then `clients` uploading as much each at
-        once: does the server use both cores for several clients?"""
-        s = self.s
-        source = s.tmp / "inputs" / "client.bin"
-        base = [
-            str(s.artifactd_venv / "bin" / "python"), str(HERE / "artifactd_ops.py"),
-            "--target", self.srv.artifactd_target, "upload", "--src", str(source),
-        ]  # fmt: skip
-        for label, count in ((ONE_CLIENT_LABEL, 1), (CLIENTS_LABEL, s.clients)):
-            argvs = [[*base, "--path", f"bench/{tag}/clients{count}/{i}"] for i in range(count)]
-            pid = self.srv.pid("artifactd")
-            assert pid is not None
-            watch = TreeWatch(pid)
-            time.sleep(s.settle)
-            watch.start()
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            start = time.perf_counter()
-            procs = [
-                subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for argv in argvs
-            ]
-            outputs = [proc.communicate(timeout=1800) for proc in procs]
-            wall = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            usage = watch.stop()
-            self.srv.clean("artifactd")
-            os.sync()
-            for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
-                if proc.returncode != 0:
-                    raise SystemExit(f"client upload failed:\n{stdout[-2000:]}{stderr[-4000:]}")
-            cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-            nbytes = count * source.stat().st_size
-            self.record(Sample(label, rnd, wall, wall, nbytes, count, cpu, usage))
+        nbytes = count * source.stat().st_size
+        self.record(Sample(label, rnd, wall, wall, nbytes, count, cpu, usage))
 
     def record(self, sample: Sample) -> None:
         served = ""

@@ -136,22 +136,6 @@ def run_load(
     return row
 
 
-def seaweed_environment(seaweed: Any, workdir: Path) -> dict[str, str]:
-    """The replicas' S3 settings for the SeaweedFS server, and no other AWS configuration."""
-    import seaweedfs_server
-
-    missing = str(workdir / "no-aws-config")
-    return {
-        "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint,
-        "AWS_ACCESS_KEY_ID": seaweed.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-        "AWS_DEFAULT_REGION": seaweedfs_server.REGION,
-        "AWS_CONFIG_FILE": missing,
-        "AWS_SHARED_CREDENTIALS_FILE": missing,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-
-
 def kill_later(process: subprocess.Popen[bytes], delay: float) -> None:
     """SIGKILLs `process` after `delay` seconds, from a thread (the load goes on meanwhile)."""
 
@@ -187,7 +171,7 @@ def main() -> int:
     proxies: list[Any] = []
     try:
         with fresh_database("postgresql", workdir) as database:
-            env = seaweed_environment(seaweed, workdir)
+            env = seaweed.server_env(workdir)
             for i in range(3):
                 replicas.append(start_replica(workdir, i, database, env))
             for count in (1, 2, 3):

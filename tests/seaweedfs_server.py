@@ -81,6 +81,20 @@ class SeaweedFS:
     def pid(self) -> int:
         return self.process.pid
 
+    def server_env(self, workdir: Path) -> dict[str, str]:
+        """An artifactd server's environment for this store: its endpoint and keys, and no
+        other AWS configuration (no files, no instance metadata)."""
+        missing = str(workdir / "no-aws-config")
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": missing,
+            "AWS_SHARED_CREDENTIALS_FILE": missing,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
     def log_tail(self, size: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-size:] if self.log.exists() else ""
 

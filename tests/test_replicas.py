@@ -174,16 +174,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     proxy: Haproxy | None = None
     try:
         with fresh_database("postgresql", workdir) as database:
-            missing = str(workdir / "no-aws-config")
-            env = {
-                "MLFLOW_S3_ENDPOINT_URL": seaweed.endpoint,
-                "AWS_ACCESS_KEY_ID": seaweed.access_key,
-                "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-                "AWS_DEFAULT_REGION": seaweedfs_server.REGION,
-                "AWS_CONFIG_FILE": missing,
-                "AWS_SHARED_CREDENTIALS_FILE": missing,
-                "AWS_EC2_METADATA_DISABLED": "true",
-            }
+            env = seaweed.server_env(workdir)
             for i in range(3):
                 replicas.append(start_replica(workdir, i, database, env))
             proxy = start_haproxy(workdir, [replica.target for replica in replicas])
