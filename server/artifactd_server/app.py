@@ -48,7 +48,12 @@ from artifactd_server.observability import (
     meter_storage,
 )
 from artifactd_server.storage import open_storage
-from artifactd_server.store.database import open_database, redact
+from artifactd_server.store.database import (
+    DEFAULT_TIMEOUT,
+    open_database,
+    outage_reason,
+    redact,
+)
 from artifactd_server.store.tracking import TrackingStore
 from artifactd_server.store.upload_sessions import UploadSessions
 
@@ -70,6 +75,7 @@ class ServerConfig:
     port: int = 50051
     artifacts_destination: str = environment.ARTIFACTS_DESTINATION.default
     backend_store_uri: str = environment.BACKEND_STORE_URI.default
+    backend_store_timeout: float = DEFAULT_TIMEOUT
     extra_artifact_roots: tuple[str, ...] = ()
     grace_period: float = 30.0
     max_workers: int = 64
@@ -107,7 +113,7 @@ class ArtifactServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.database = open_database(config.backend_store_uri)
+        self.database = open_database(config.backend_store_uri, config.backend_store_timeout)
         self.metrics = Metrics()
         storages = [
             meter_storage(
@@ -207,8 +213,12 @@ class ArtifactServer:
         while not self._stopping.wait(interval):
             try:
                 self.direct.sweep()
-            except Exception:
-                log.exception("aborting expired multipart uploads failed")
+            except Exception as exc:
+                reason = outage_reason(exc)
+                if reason is None:
+                    log.exception("aborting expired multipart uploads failed")
+                else:  # one line per round until the database is back, not a traceback
+                    log.warning("sweep skipped: the backend store is unavailable: %s", reason)
 
     def _sweep_storage(self) -> None:
         for storage in self.roots.storages:

@@ -144,6 +144,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "ServerConfig.backend_store_uri",
     ),
     Option(
+        "--backend-store-timeout",
+        "ARTIFACTD_BACKEND_STORE_TIMEOUT",
+        "Seconds to wait for the backend store: to connect, for a free pooled connection and "
+        "(MySQL/MariaDB) for each answer. While the database is down, calls that need it fail "
+        "with UNAVAILABLE within this time; artifactd keeps serving and reconnects when it "
+        "returns.",
+        _STORAGE,
+        "ServerConfig.backend_store_timeout",
+        click.FloatRange(1, 3600),
+    ),
+    Option(
         "--fsync/--no-fsync",
         "ARTIFACTD_FSYNC",
         "fsync every file and directory on publish (off: faster, not crash-safe).",

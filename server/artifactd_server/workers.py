@@ -54,7 +54,9 @@ def run(config: ServerConfig) -> int:
 
 
 def supervise(config: ServerConfig) -> int:
-    database = open_database(config.backend_store_uri)  # migrates a new database, once
+    database = open_database(
+        config.backend_store_uri, config.backend_store_timeout
+    )  # migrates a new database, once
     try:
         with contextlib.ExitStack() as stack:
             metrics = None

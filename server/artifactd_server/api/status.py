@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
-from sqlalchemy.exc import OperationalError
 
 from artifactd.protocol.errors import ArtifactError
 from artifactd_server.api import error_details
 from artifactd_server.api.requests import request_path
+from artifactd_server.store.database import outage_reason
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,16 @@ def _abort(
     if isinstance(exc, ArtifactError):
         log.info("%s failed: %s %s", method, exc.code.name, exc.message)
         error_details.abort_with(context, exc, metadata)
-    if isinstance(exc, OperationalError):  # the database went away or refused the connection
-        log.warning("%s: backend store unavailable: %s", method, exc.orig or exc)
+    reason = outage_reason(exc)
+    if reason is not None:  # the database went away, refused the connection or hangs
+        log.warning("%s: backend store unavailable: %s", method, getattr(exc, "orig", None) or exc)
         error_details.abort(
             context,
             error_details.rich_status(
                 grpc.StatusCode.UNAVAILABLE,
-                "the backend store (database) is unavailable; retry later",
+                f"the backend store (the database of experiments and runs) is unavailable: "
+                f"{reason}. Retry later; artifactd keeps running and reconnects when the "
+                "database is back",
                 error_details.BACKEND_STORE_UNAVAILABLE,
                 metadata,
                 retry_delay=error_details.BACKEND_STORE_RETRY_DELAY,

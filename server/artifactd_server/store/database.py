@@ -24,7 +24,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import ColumnElement, Engine, create_engine, event, inspect, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from artifactd.protocol.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -37,6 +43,35 @@ VERSION_TABLE = "artifactd_schema_version"
 _DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
             "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}  # fmt: skip
 _EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}  # artifactd-server[...]
+DEFAULT_TIMEOUT = 10.0
+"""Seconds to wait for the backend store (`--backend-store-timeout`)."""
+
+# What a database outage looks like from SQLAlchemy: the driver could not connect or lost its
+# connection (OperationalError; PyMySQL's InterfaceError on a socket closed under it), or every
+# pooled connection is held by calls waiting on a database that does not answer (pool timeout).
+_OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
+_REASONS = (
+    (("refused",), "connection refused"),
+    (("timeout", "timed out"), "it did not answer in time"),
+    (("closed", "lost", "gone away", "terminat", "shutdown", "shutting down", "broken pipe",
+      "reset by peer", "eof"), "the connection was lost"),
+)  # fmt: skip
+
+
+def outage_reason(exc: BaseException) -> str | None:
+    """A short, credential-free reason when `exc` means the backend store is unreachable (for
+    the UNAVAILABLE message and the log); None for any other error.
+
+    The driver's own text is not passed on: it names hosts, ports and users."""
+    if not isinstance(exc, _OUTAGES):
+        return None
+    if isinstance(exc, PoolTimeout):
+        return "no connection to it became free in time (the database is slow or not answering)"
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    for needles, reason in _REASONS:
+        if any(needle in text for needle in needles):
+            return reason
+    return "cannot reach it"
 
 
 def normalize_uri(uri: str) -> str:
@@ -61,12 +96,23 @@ def redact(uri: str) -> str:
 class Database:
     """An engine and a session factory for one backend store."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """`timeout` bounds the wait for the database: to connect, for a pooled connection, and
+        (MySQL/MariaDB, whose driver has one) for each answer, so that calls fail with
+        UNAVAILABLE within seconds when it is down instead of hanging."""
         self.uri = uri
         url = normalize_uri(uri)
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_timeout": timeout}
+        seconds = max(2, round(timeout))  # the drivers take whole seconds; libpq's minimum is 2
+        if url.startswith("postgresql"):
+            kwargs["connect_args"] = {"connect_timeout": seconds}
+        elif url.startswith(("mysql", "mariadb")):
+            kwargs["connect_args"] = {
+                "connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds,
+            }  # fmt: skip
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
+            kwargs.pop("pool_timeout")
             database = make_url(url).database
             if database and database != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
@@ -206,14 +252,15 @@ def _newer_than_code(database: Database, current: str, head: str) -> FailedPreco
     )
 
 
-def open_database(uri: str) -> Database:
+def open_database(uri: str, timeout: float = DEFAULT_TIMEOUT) -> Database:
     """Connects and checks the schema, migrating a brand-new database."""
-    database = Database(uri)
+    database = Database(uri, timeout)
     try:
         ensure_current(database)
-    except OperationalError as exc:
+    except _OUTAGES as exc:
         database.close()
-        raise Unavailable(f"cannot use backend store {redact(uri)}: {exc.orig or exc}") from None
+        cause = getattr(exc, "orig", None) or exc
+        raise Unavailable(f"cannot use backend store {redact(uri)}: {cause}") from None
     except BaseException:
         database.close()
         raise
