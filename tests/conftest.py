@@ -18,7 +18,7 @@ from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 
 from servers import STARTED, ServerProcess, start_server
 
-pytest_plugins = ("run_fixtures", "backend_servers")
+pytest_plugins = ("run_fixtures", "backend_servers", "small_disk")
 
 # Tests never contact anything but 127.0.0.1: boto3's credential chain would otherwise ask the
 # cloud instance-metadata address when no keys are configured. Server processes inherit this.

@@ -9,12 +9,10 @@ published upload, and idle connections.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -34,6 +32,7 @@ from artifactd.v1 import run_service_pb2 as rpb
 
 from conftest import temp_upload_files, write_random
 from servers import ServerProcess, start_server
+from small_disk import fill
 
 MiB = 1024 * 1024
 Stub = pb_grpc.ArtifactServiceStub
@@ -225,35 +224,6 @@ def test_every_exit_of_an_upload_releases_its_descriptor_and_temp_file(
 
 
 # -- 2. a full disk is RESOURCE_EXHAUSTED with direct I/O and without ------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 32 MiB tmpfs (tmpfs takes O_DIRECT since Linux 6.6); needs root, as CI runs."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"cannot mount a small tmpfs (root needed): {done.stderr}"
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Writes a file into `directory` until its filesystem is full."""
-    filler = directory / "filler"
-    block = b"\0" * MiB
-    with open(filler, "wb", buffering=0) as fh:
-        try:
-            while True:
-                fh.write(block)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def _filling_upload(

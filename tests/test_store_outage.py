@@ -12,6 +12,7 @@ or after the outage is there, whole.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -31,8 +32,8 @@ from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 from artifactd_server.store.database import normalize_uri
-from private_databases import PrivateDatabase, PrivateMariaDB, PrivatePostgres
 
+from private_databases import PrivateDatabase, PrivateMariaDB, PrivatePostgres
 from servers import start_server
 
 STORE_TIMEOUT_S = 3
@@ -116,9 +117,8 @@ class Load:
                 data = os.urandom(64 * 1024)
                 if self._timed(
                     "LogArtifact(run)",
-                    lambda: self.artifacts.LogArtifact(
-                        upload("model.bin", data, run_id),
-                        timeout=60,  # noqa: B023
+                    functools.partial(
+                        self.artifacts.LogArtifact, upload("model.bin", data, run_id), timeout=60
                     ),
                 ):
                     with self.seen.lock:
@@ -128,7 +128,7 @@ class Load:
             during = self.outage.is_set()
             if self._timed(
                 "LogArtifact(path)",
-                lambda: self.artifacts.LogArtifact(upload(path, loose)),  # noqa: B023
+                functools.partial(self.artifacts.LogArtifact, upload(path, loose), timeout=60),
             ):
                 with self.seen.lock:
                     self.seen.loose.append((path, _sha(loose)))

@@ -36,7 +36,14 @@ from artifactd.client.direct import (
 from artifactd.client.localfiles import Destination, VerifiedFile
 from artifactd.client.ranges import RangeReader
 from artifactd.client.resumable import ResumableUpload
-from artifactd.client.rpc import Connection, backoff, code_name, error, retryable
+from artifactd.client.rpc import (
+    Connection,
+    backoff,
+    code_name,
+    error,
+    retryable,
+    status_code,
+)
 from artifactd.client.settings import ClientSettings
 from artifactd.client.stubs import ArtifactStub
 from artifactd.client.target import Location, in_run, resolve
@@ -47,6 +54,7 @@ from artifactd.protocol.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    from_status,
 )
 from artifactd.protocol.paths import ROOT, ArtifactPath, join, parse
 from artifactd.protocol.wire import OutgoingChunk
@@ -339,6 +347,7 @@ class ArtifactClient(Connection):
         total = sum(os.path.getsize(local) for local, _ in files)
         stored: list[ArtifactInfo] = []
         failures: list[str] = []
+        codes: set[int] = set()
         capabilities = self._server_capabilities()  # not from gRPC's sending thread
         new_checksum = checksum_for(capabilities)
         pack_up_to = PACKED_FILE_MAX if capabilities.packed_files else -1
@@ -353,12 +362,14 @@ class ArtifactClient(Connection):
                         stored.append(_checked_info(result.file, base))
                     else:
                         failures.append(f"{result.path}: {code_name(result.code)} {result.message}")
+                        codes.add(result.code)
         if failures:
             shown = "\n  ".join(failures[:20])
             more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
-            raise ArtifactError(
-                f"{len(failures)} of {len(files)} files were not stored:\n  {shown}{more}"
-            )
+            message = f"{len(failures)} of {len(files)} files were not stored:\n  {shown}{more}"
+            # one cause (say, out of space) raises its own class, which callers can catch
+            common = status_code(codes.pop()) if len(codes) == 1 else None
+            raise from_status(common, message) if common else ArtifactError(message)
         return stored
 
     def _log_batch(

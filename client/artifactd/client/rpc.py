@@ -300,9 +300,15 @@ def backoff(tries: int, exc: grpc.RpcError | None = None) -> None:
     time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
 
 
-def code_name(code: int) -> str:
-    """The name of a numeric status code, as carried in per-item results."""
+def status_code(code: int) -> grpc.StatusCode | None:
+    """The status code of its number, as carried in per-item results (None: not a known one)."""
     for status in grpc.StatusCode:
         if status.value[0] == code:
-            return status.name
-    return f"code {code}"
+            return status
+    return None
+
+
+def code_name(code: int) -> str:
+    """The name of a numeric status code, as carried in per-item results."""
+    status = status_code(code)
+    return status.name if status is not None else f"code {code}"
