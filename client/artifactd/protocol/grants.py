@@ -46,7 +46,8 @@ def parse_grant(text: str) -> Grant:
         )
     if sep and not experiment.isdigit():
         raise InvalidArgument(f"{text!r}: the part after ':' must be an experiment id (digits)")
-    return Grant(role, experiment if sep else None)
+    # "reader:01" is experiment 1, as a request's experiment_id "01" is (a number, not text)
+    return Grant(role, str(int(experiment)) if sep else None)
 
 
 def parse_grants(texts: Iterable[object]) -> frozenset[Grant]:

@@ -270,7 +270,7 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
                 "deleted: name a file or directory under it",
                 field="path",
             )
-        scope = self._scopes.for_write(request.run_id, path)
+        scope = self._scopes.for_delete(request.run_id, path)
         existed = scope.storage.delete(scope.full(path))
         log.info("deleted %s (run %s, existed: %s)", path, scope.run_id or "-", existed)
         return pb.DeleteArtifactsResponse(existed=existed)

@@ -3,7 +3,9 @@
 Unary requests are checked whole. Upload streams are checked on every message that carries a
 header, as the servicer reads it: a LogArtifacts stream may name several runs, and the first
 file a caller may not write ends the stream with PERMISSION_DENIED (the files before it are
-stored). A method with no rule is refused.
+stored). A header that is malformed (a bad path or run id) goes on to the servicer, which
+refuses that file alone before writing anything, for every caller alike. A method with no rule
+is refused.
 """
 
 from __future__ import annotations
@@ -15,21 +17,43 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import Message
 
-from artifactd.protocol.errors import ArtifactError, NotFound, PermissionDenied
+from artifactd.protocol.errors import (
+    ArtifactError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    excerpt,
+)
 from artifactd.protocol.grants import Grant, Role, format_grant
+from artifactd.protocol.ids import check_run_id
 from artifactd_server.api.error_details import abort_with
 from artifactd_server.api.handlers import Behavior, Handler, rewrapped
 from artifactd_server.api.requests import request_path
 from artifactd_server.auth.authenticator import Authenticator
-from artifactd_server.auth.resources import Resources
+from artifactd_server.auth.resources import Resources, experiment_key
 from artifactd_server.domain.identity import LOCAL, Principal, acting_as
 from artifactd_server.domain.policy import RULES, On, Rule, allows
+from artifactd_server.store.upload_sessions import check_upload_id
 
 log = logging.getLogger(__name__)
 
 
 class Decider:
-    """Whether a principal may make one request under its method's rule."""
+    """Whether a principal may make one request under its method's rule.
+
+    The order of the checks is what keeps refusals from telling what exists:
+    1. syntax (an experiment id that is not a number, a malformed run id, an empty upload id):
+       INVALID_ARGUMENT for every caller, before any lookup;
+    2. a caller with the role globally goes on to the servicer, which answers NOT_FOUND for
+       what is missing;
+    3. anyone else is refused with one PERMISSION_DENIED message per kind of address ("run X
+       does not exist or ... may not do this on it"), the same whether the thing is missing or
+       another experiment's; only a caller who may read every experiment learns NOT_FOUND.
+       A plain path's refusal quotes the path, never the experiment it resolved to.
+    An upload id is owner-bound: a lookup that finds no session of the caller's hands the call
+    to the servicer, which answers NOT_FOUND (AbortMultipartUpload: existed=false) for every
+    caller alike, having nothing of the caller's to act on.
+    """
 
     def __init__(self, resources: Resources) -> None:
         self._resources = resources
@@ -44,55 +68,106 @@ class Decider:
         """Raises unless allowed. `runs` remembers run -> experiment across the headers of one
         upload stream (a run never changes experiment), so a batch looks each run up once."""
         role = rule.role
-        if rule.on in (On.NOTHING, On.ANY) or role is None or allows(principal, role, None):
+        if rule.on in (On.NOTHING, On.ANY) or role is None:
+            return
+        target = _target(rule.on, request)
+        _check_syntax(rule.on, target)
+        if allows(principal, role, None):
             return  # a global grant covers every experiment: nothing to look up
         if rule.on is On.EXPERIMENTS:
             for experiment_id in getattr(request, "experiment_ids", []):
-                self._require(principal, role, experiment_id)
+                if not allows(principal, role, experiment_key(experiment_id)):
+                    raise _refusal(principal, role, f"experiment {experiment_id}")
             return
         if rule.on is On.EVERYTHING:
-            self._require(principal, role, None)
-            return
-        try:
-            experiment_id = self._experiment(rule.on, principal, request, runs)
-        except NotFound as exc:
-            if rule.on is On.UPLOAD:
-                raise  # owner-bound already: another caller's id is NOT_FOUND for everyone
+            needed = format_grant(Grant(role))
             raise PermissionDenied(
-                f"{exc.message}, or you ({principal.name}) have no role on its experiment"
-            ) from None
-        self._require(principal, role, experiment_id)
+                f"{_who(principal)} may not do this: it needs the '{needed}' role on the whole "
+                f"server; roles held: {_held(principal)}"
+            )
+        try:
+            experiment_id = self._experiment(rule.on, principal, target, runs)
+        except NotFound:
+            if _upload_id(rule.on, target):
+                return  # no session of the caller's: the servicer answers, as for anyone
+            if allows(principal, Role.READER, None):
+                raise  # who may read everything may learn what is missing
+            raise _refusal(principal, role, _addressed(rule.on, target)) from None
+        if not allows(principal, role, experiment_id):
+            raise _refusal(principal, role, _addressed(rule.on, target))
 
     def _experiment(
-        self, on: On, principal: Principal, request: Message, runs: dict[str, str] | None
+        self, on: On, principal: Principal, target: Any, runs: dict[str, str] | None
     ) -> str | None:
         resources = self._resources
+        upload_id = _upload_id(on, target)
+        if upload_id:
+            return resources.of_upload(upload_id, principal.name)
         if on is On.TARGET:
-            target: Any = getattr(request, "header") if _has_header(request) else request  # noqa: B009
-            if getattr(target, "upload_id", ""):
-                return resources.of_upload(target.upload_id, principal.name)
             if target.run_id and runs is not None:
                 if target.run_id not in runs:
                     runs[target.run_id] = resources.of_run(target.run_id)
                 return runs[target.run_id]
             return resources.of_target(target.run_id, target.path)
-        if on is On.UPLOAD:
-            return resources.of_upload(getattr(request, "upload_id"), principal.name)  # noqa: B009
         if on is On.RUN:
-            return resources.of_run(getattr(request, "run_id"))  # noqa: B009
-        return resources.of_experiment(request)
+            return resources.of_run(target.run_id)
+        return resources.of_experiment(target)
 
-    @staticmethod
-    def _require(principal: Principal, role: Role, experiment_id: str | None) -> None:
-        if allows(principal, role, experiment_id):
-            return
-        needed = format_grant(Grant(role, experiment_id))
-        where = f"experiment {experiment_id}" if experiment_id else "the whole server"
-        held = ", ".join(sorted(format_grant(g) for g in principal.grants)) or "none"
-        raise PermissionDenied(
-            f"{principal.name or 'this caller'} may not do this on {where}: it needs the "
-            f"'{needed}' role (or higher); roles held: {held}"
-        )
+
+def _target(on: On, request: Message) -> Any:
+    """The message that addresses the resource: an upload's header, else the request."""
+    if on is On.TARGET and _has_header(request):
+        return getattr(request, "header")  # noqa: B009
+    return request
+
+
+def _upload_id(on: On, target: Any) -> str:
+    return str(getattr(target, "upload_id", "")) if on in (On.UPLOAD, On.TARGET) else ""
+
+
+def _check_syntax(on: On, target: Any) -> None:
+    """What needs no lookup, checked for every caller before authorization: a malformed
+    request is INVALID_ARGUMENT whoever sends it, and tells nothing about what exists."""
+    if on is On.UPLOAD:
+        check_upload_id(target.upload_id)
+    elif on is On.RUN or (on is On.TARGET and target.run_id and not _upload_id(on, target)):
+        check_run_id(target.run_id)
+    elif on is On.EXPERIMENT and target.experiment_id:
+        experiment_key(target.experiment_id)
+    elif on is On.EXPERIMENTS:
+        for experiment_id in target.experiment_ids:
+            experiment_key(experiment_id)
+
+
+def _addressed(on: On, target: Any) -> str:
+    """How the request named what it touches, for a refusal that quotes only that."""
+    if _upload_id(on, target):
+        return f"upload {excerpt(_upload_id(on, target))}"
+    if on in (On.RUN, On.TARGET) and target.run_id:
+        return f"run {excerpt(target.run_id)}"
+    if on is On.TARGET:
+        return f"'{excerpt(target.path)}'"
+    if target.experiment_id:
+        return f"experiment {excerpt(target.experiment_id)}"
+    return f"experiment named '{excerpt(target.name)}'"
+
+
+def _refusal(principal: Principal, role: Role, addressed: str) -> PermissionDenied:
+    """The one answer for "missing, or not yours": it names what the request named, the role
+    needed and the roles held, never which experiment (if any) the thing belongs to."""
+    return PermissionDenied(
+        f"{addressed} does not exist or {_who(principal)} may not do this there: it needs the "
+        f"'{role.name.lower()}' role (or higher) on its experiment, or globally; roles held: "
+        f"{_held(principal)}"
+    )
+
+
+def _who(principal: Principal) -> str:
+    return principal.name or "this caller"
+
+
+def _held(principal: Principal) -> str:
+    return ", ".join(sorted(format_grant(g) for g in principal.grants)) or "none"
 
 
 def _has_header(message: Message) -> bool:
@@ -179,6 +254,8 @@ class _Call:
             if _has_header(message):
                 try:
                     self._decider.check(rule, principal, message, runs)
+                except InvalidArgument:
+                    pass  # malformed: the servicer refuses this file alone, as for any caller
                 except ArtifactError as exc:
                     log.info("%s refused for %r: %s", self._method, principal.name, exc.message)
                     raise

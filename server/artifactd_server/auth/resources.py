@@ -49,8 +49,12 @@ class Resources:
         experiment_id = getattr(request, "experiment_id", "")
         name = getattr(request, "name", "")  # GetExperiment may name it instead
         if experiment_id:
-            check_experiment_id(experiment_id)
-            return str(experiment_id)
+            return experiment_key(experiment_id)
         if name:
             return self._store.get_experiment(name=name).experiment_id
         raise InvalidArgument("give an experiment_id")
+
+
+def experiment_key(experiment_id: str) -> str:
+    """The id as grants hold it: "01" is experiment 1 (`InvalidArgument` if not an id)."""
+    return str(check_experiment_id(experiment_id))

@@ -11,6 +11,10 @@ common_name = "training-job"
 roles = ["writer:12"]
 ```
 
+`roles = []` is allowed: the principal authenticates and may do nothing but ask for the
+server's capabilities and list experiments (an empty listing) — an account kept but suspended,
+as a JWT without a roles claim is.
+
 Only digests are stored, so the file (or a backup of it) cannot be replayed. A plain sha256 is
 enough here, unlike for passwords: tokens are 256 random bits, so there is nothing to guess.
 """
@@ -106,8 +110,8 @@ def _name(value: object, where: str) -> str:
 
 def _grants(entry: dict[str, Any], where: str) -> frozenset[Any]:
     roles = entry["roles"]
-    if not isinstance(roles, list) or not roles:
-        raise InvalidArgument(f"{where}: roles must be a non-empty list such as ['reader']")
+    if not isinstance(roles, list):
+        raise InvalidArgument(f"{where}: roles must be a list such as ['reader'] (or [])")
     try:
         return parse_grants(roles)
     except InvalidArgument as exc:

@@ -5,7 +5,9 @@ URI, located inside the configured roots (never anywhere else), and its path is 
 that. Writes (uploads, deletes) need an active run: a deleted run stays readable until garbage
 collection, but nothing may be added to what GC is about to remove. Plain paths that lead into a
 run's artifact root (`<experiment>/<run_id>/artifacts/...` under the default root) get the same
-write check, so the rule cannot be side-stepped by spelling the path out.
+write check, so the rule cannot be side-stepped by spelling the path out; a plain-path delete
+is also refused when it would remove a deleted run's artifact root from above (the run's
+folder, its experiment's folder).
 """
 
 from __future__ import annotations
@@ -69,6 +71,17 @@ class Scopes:
             return self._scope(run)
         self._guard_plain_write(path)
         return self.default
+
+    def for_delete(self, run_id: str, path: ArtifactPath) -> Scope:
+        """`for_write`, and for a plain path also refused when it holds a deleted run's
+        artifacts (a run folder, an experiment's folder): a delete must not reach what a
+        deleted run keeps until GC through a parent, whatever the spelling."""
+        scope = self.for_write(run_id, path)
+        if not run_id:
+            run = self._store.deleted_run_within(uri_of(self._roots.default, path))
+            if run is not None:
+                _refuse_deleted(run)
+        return scope
 
     def writer(self) -> WriteScopes:
         """A resolver for one upload stream, which looks each run up at most once a second."""

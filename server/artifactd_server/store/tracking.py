@@ -313,6 +313,25 @@ class TrackingStore:
                 raise NotFound(f"there is no run {run_id}")
             return _run(row)
 
+    def deleted_run_within(self, uri: str) -> Run | None:
+        """A deleted run whose artifact location is `uri` or below it, if any: deleting `uri`
+        would delete what that run keeps until garbage collection (the index on the stage
+        narrows the scan to deleted runs)."""
+        prefix = uri.rstrip("/") + "/"
+        with self.database.transaction() as session:
+            row = session.scalar(
+                select(RunRow)
+                .where(
+                    RunRow.lifecycle_stage != ACTIVE,
+                    or_(
+                        RunRow.artifact_uri == uri,
+                        func.substr(RunRow.artifact_uri, 1, len(prefix)) == prefix,
+                    ),
+                )
+                .limit(1)
+            )
+            return None if row is None else _run(row)
+
     def list_runs(
         self,
         experiment_ids: Sequence[str],

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, delete, select, update
 
-from artifactd.protocol.errors import NotFound
+from artifactd.protocol.errors import InvalidArgument, NotFound
 from artifactd_server.store.database import Database, lock_row
 from artifactd_server.store.schema import MultipartUploadRow
 from artifactd_server.store.tracking import now_ms
@@ -97,13 +97,14 @@ class UploadSessions:
         """The open session `upload_id` of `owner`; `NotFound` otherwise, expired or not theirs
         alike (a caller learns nothing about other callers' sessions)."""
         with self.database.transaction() as session:
-            row = session.get(MultipartUploadRow, upload_id)
+            row = session.get(MultipartUploadRow, check_upload_id(upload_id))
             if row is None or row.owner != owner or row.expiry_time <= now_ms():
                 raise _not_open(upload_id)
             return _session(row)
 
     def touch(self, upload_id: str, owner: str, ttl_ms: int) -> UploadSession:
         """Like `get`, and the session stays open for `ttl_ms` more: it is in use."""
+        check_upload_id(upload_id)
         with self.database.transaction() as session:
             now = now_ms()
             row_of = MultipartUploadRow
@@ -134,7 +135,9 @@ class UploadSessions:
         claim that may yet fail and leave the session to this one). The row is deleted only if
         the body completes; an exception keeps it, for the next sweep.
         """
-        conditions: list[ColumnElement[bool]] = [MultipartUploadRow.upload_id == upload_id]
+        conditions: list[ColumnElement[bool]] = [
+            MultipartUploadRow.upload_id == check_upload_id(upload_id)
+        ]
         if owner is not None:
             conditions.append(MultipartUploadRow.owner == owner)
         if expired:
@@ -177,6 +180,18 @@ class UploadSessions:
                 select(MultipartUploadRow).where(MultipartUploadRow.run_id == run_id)
             )
             return [_session(row) for row in rows]
+
+
+def check_upload_id(upload_id: str) -> str:
+    """An empty id is a malformed request, INVALID_ARGUMENT for every caller (checked before
+    authorization, like any syntax), not a session that is missing."""
+    if not upload_id:
+        raise InvalidArgument(
+            "upload_id is empty: give the id StartResumableUpload or CreateMultipartUpload "
+            "returned",
+            field="upload_id",
+        )
+    return upload_id
 
 
 def _not_open(upload_id: str) -> NotFound:
