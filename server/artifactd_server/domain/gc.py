@@ -99,7 +99,9 @@ class GarbageCollector:
     ) -> _Plan:
         if older_than is not None and not older_than >= 0:
             raise InvalidArgument("older_than must be a non-negative number of seconds")
-        older_ms = None if older_than is None else int(older_than * 1000)
+        # An age past the epoch (up to infinity) means nothing is old enough: capped there, so
+        # the threshold stays an integer that every database can compare (SQLite's is 64-bit).
+        older_ms = None if older_than is None else int(min(older_than * 1000, now_ms() + 1))
         threshold = None if older_ms is None else now_ms() - older_ms
         plan = _Plan()
         refused = [
