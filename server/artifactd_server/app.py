@@ -29,9 +29,11 @@ from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 from artifactd_server import tls
 from artifactd_server.api.artifacts import ArtifactServicer
+from artifactd_server.api.path_length import PathLengthInterceptor
 from artifactd_server.api.request_decoding import RequestDecodingInterceptor
 from artifactd_server.api.runs import RunServicer
 from artifactd_server.auth.authenticator import Authenticator, AuthSettings
+from artifactd_server.auth.concurrency import PrincipalSlots
 from artifactd_server.auth.interceptor import AuthInterceptor, Decider
 from artifactd_server.auth.resources import Resources
 from artifactd_server.domain import limits
@@ -106,6 +108,7 @@ class ServerConfig:
     sweeper: bool = True  # expired-session sweeps; one worker runs them, not every one
     drain_delay: float = 0.0  # seconds NOT_SERVING is reported before new calls are refused
     connections: limits.ConnectionSettings = field(default_factory=limits.ConnectionSettings)
+    request_limits: limits.RequestLimits = field(default_factory=limits.RequestLimits)
 
 
 class ArtifactServer:
@@ -137,9 +140,10 @@ class ArtifactServer:
                 # second: sets the deserializer gRPC uses (upload chunks without copies), and
                 # no handler, authentication included, sees an undecodable request
                 RequestDecodingInterceptor(self.metrics.undecodable_requests),
-                AuthInterceptor(self.authenticator, decider),
+                PathLengthInterceptor(config.request_limits.max_path_length),  # syntax: before auth
+                AuthInterceptor(self.authenticator, decider, _slots(config.request_limits)),
             ],
-            options=limits.grpc_options(config.connections),
+            options=limits.grpc_options(config.connections, config.request_limits.max_message_size),
             maximum_concurrent_rpcs=config.connections.max_concurrent_rpcs,
         )
         self._health = health.HealthServicer()
@@ -154,7 +158,9 @@ class ArtifactServer:
         resumable = ResumableUploads(scopes, sessions, settings)
         streamed = StreamedUploads(sessions, config.streamed_upload_ttl)
         self._stopping = threading.Event()
-        self._servicer = ArtifactServicer(scopes, self._committer, self.direct, resumable, streamed)
+        self._servicer = ArtifactServicer(
+            scopes, self._committer, self.direct, resumable, streamed, config.request_limits
+        )
         pb_grpc.add_ArtifactServiceServicer_to_server(self._servicer, self._server)
         run_servicer = RunServicer(store, self.roots, self._servicer.in_flight, self.direct)
         rpb_grpc.add_RunServiceServicer_to_server(run_servicer, self._server)
@@ -287,6 +293,11 @@ def serve(config: ServerConfig) -> int:
     server.stop()
     log.info("artifactd stopped")
     return 0
+
+
+def _slots(request_limits: limits.RequestLimits) -> PrincipalSlots | None:
+    per_principal = request_limits.max_calls_per_principal
+    return None if per_principal is None else PrincipalSlots(per_principal)
 
 
 def _bracket(host: str) -> str:

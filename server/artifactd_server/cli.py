@@ -18,7 +18,7 @@ from artifactd.protocol.errors import ArtifactError
 from artifactd_server.app import ServerConfig
 from artifactd_server.auth.authenticator import AuthSettings
 from artifactd_server.auth.jwt_verifier import JwtSettings
-from artifactd_server.domain.limits import ConnectionSettings
+from artifactd_server.domain.limits import ConnectionSettings, RequestLimits
 from artifactd_server.observability.logs import configure_logging
 from artifactd_server.settings import SERVE_OPTIONS, Option
 from artifactd_server.workers import run as run_server
@@ -26,7 +26,7 @@ from artifactd_server.workers import run as run_server
 F = TypeVar("F", bound=Callable[..., Any])
 
 _DEFAULT_SOURCES: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (ServerConfig, ConnectionSettings, JwtSettings)
+    cls.__name__: cls for cls in (ServerConfig, ConnectionSettings, RequestLimits, JwtSettings)
 }
 
 
@@ -99,6 +99,10 @@ def serve_command(
     max_connection_age_grace: float | None,
     max_concurrent_streams: int,
     max_concurrent_rpcs: int | None,
+    max_message_size: int,
+    max_path_length: int,
+    max_batch_files: int,
+    max_calls_per_principal: int | None,
     log_level: str,
     metrics_port: int | None,
     metrics_host: str | None,
@@ -139,6 +143,12 @@ def serve_command(
             max_connection_age_grace=max_connection_age_grace,
             max_concurrent_streams=max_concurrent_streams,
             max_concurrent_rpcs=max_concurrent_rpcs,
+        ),
+        request_limits=RequestLimits(
+            max_message_size=max_message_size,
+            max_path_length=max_path_length,
+            max_batch_files=max_batch_files,
+            max_calls_per_principal=max_calls_per_principal,
         ),
         presigned_url_ttl=presigned_url_ttl,
         multipart_session_ttl=multipart_session_ttl,

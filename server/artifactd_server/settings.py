@@ -28,6 +28,7 @@ _TRANSFERS = "Transfers"
 _TLS = "TLS"
 _AUTH = "Authentication"
 _CONNECTIONS = "Connections"
+_LIMITS = "Request limits"
 _OBSERVABILITY = "Logs and metrics"
 
 
@@ -344,6 +345,44 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "Calls the process accepts at once; more are refused with RESOURCE_EXHAUSTED "
         "(instead of waiting for one of --max-workers).",
         _CONNECTIONS,
+        type=click.IntRange(1),
+        shown_default="no limit",
+    ),
+    # -- request limits
+    Option(
+        "--max-message-size",
+        "ARTIFACTD_MAX_MESSAGE_SIZE",
+        "Largest gRPC message (bytes) the server receives or sends; a larger one is "
+        "RESOURCE_EXHAUSTED. Clients send 1 MiB chunks (GetCapabilities tells them the limit).",
+        _LIMITS,
+        "RequestLimits.max_message_size",
+        click.IntRange(2 * 1024 * 1024, 1024 * 1024 * 1024),
+    ),
+    Option(
+        "--max-path-length",
+        "ARTIFACTD_MAX_PATH_LENGTH",
+        "Longest artifact path (UTF-8 bytes) a request may name; longer is INVALID_ARGUMENT "
+        "(in a LogArtifacts stream, for that file only). At most the protocol's 1024.",
+        _LIMITS,
+        "RequestLimits.max_path_length",
+        click.IntRange(16, 1024),
+    ),
+    Option(
+        "--max-batch-files",
+        "ARTIFACTD_MAX_BATCH_FILES",
+        "Files one LogArtifacts stream may carry; the ones past it fail with INVALID_ARGUMENT "
+        "(the client starts another stream: GetCapabilities tells it the limit).",
+        _LIMITS,
+        "RequestLimits.max_batch_files",
+        click.IntRange(1, 1_000_000),
+    ),
+    Option(
+        "--max-calls-per-principal",
+        "ARTIFACTD_MAX_CALLS_PER_PRINCIPAL",
+        "With authentication: calls one principal may have in progress at once (per server "
+        "process); more are RESOURCE_EXHAUSTED until one ends (cancelled ones included), so "
+        "one caller cannot hold every --max-workers thread.",
+        _LIMITS,
         type=click.IntRange(1),
         shown_default="no limit",
     ),

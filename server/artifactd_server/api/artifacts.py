@@ -25,6 +25,7 @@ from artifactd_server.api.direct import DirectTransferMethods, caller
 from artifactd_server.api.status import InFlight, translate_errors
 from artifactd_server.domain import limits
 from artifactd_server.domain.batches import BatchPublisher, Outcome
+from artifactd_server.domain.limits import check_path_length
 from artifactd_server.domain.multipart import DirectUploads
 from artifactd_server.domain.resumable import Continuation, ResumableUploads
 from artifactd_server.domain.scopes import Scope, Scopes, WriteScopes
@@ -43,7 +44,11 @@ log = logging.getLogger(__name__)
 
 
 def _header_reader(
-    scopes: WriteScopes, resumable: ResumableUploads, streamed: StreamedUploads, owner: str
+    scopes: WriteScopes,
+    resumable: ResumableUploads,
+    streamed: StreamedUploads,
+    owner: str,
+    max_path_length: int,
 ) -> Callable[[UploadMessage], tuple[str, Callable[[], UploadSpec]]]:
     """Reads a header message into the raw path (for error reports) and an `UploadSpec` parser."""
 
@@ -65,6 +70,7 @@ def _header_reader(
                 raise InvalidArgument(
                     "offset is only for continuing an upload (upload_id)", field="offset"
                 )
+            check_path_length(header.path, max_path_length)
             path = parse(header.path)
             sha256 = parse_digest(header.sha256, "header sha256")
             scope = scopes.for_write(header.run_id, path)
@@ -101,7 +107,9 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         direct: DirectUploads,
         resumable: ResumableUploads,
         streamed: StreamedUploads,
+        request_limits: limits.RequestLimits | None = None,
     ) -> None:
+        self._limits = request_limits or limits.RequestLimits()
         self._scopes = scopes
         self._direct = direct
         self._resumable = resumable
@@ -119,7 +127,11 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         """Reads LogArtifact(s) requests, which arrive as `wire.Chunk`s (their data a
         view of the received buffer: `request_decoding`), typed here as the messages they wrap."""
         reader = _header_reader(
-            self._scopes.writer(), self._resumable, self._streamed, caller(context)
+            self._scopes.writer(),
+            self._resumable,
+            self._streamed,
+            caller(context),
+            self._limits.max_path_length,
         )
         return UploadStream(reader, _declared_in, max_files, before_open)
 
@@ -158,7 +170,7 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
     ) -> pb.LogArtifactsResponse:
         # Files are published in groups, durably, in arrival order: see domain.batches.
         publisher = BatchPublisher(self._committer)
-        stream = self._stream(limits.MAX_BATCH_FILES, context, publisher.before_open)
+        stream = self._stream(self._limits.max_batch_files, context, publisher.before_open)
         try:
             with contextlib.closing(stream.files(request_iterator)) as events:
                 for event in events:
@@ -282,12 +294,12 @@ class ArtifactServicer(DirectTransferMethods, pb_grpc.ArtifactServiceServicer):
         caps = self._storage.capabilities
         return pb.GetCapabilitiesResponse(
             chunk_size=limits.CHUNK_SIZE,
-            max_message_size=limits.MAX_MESSAGE_SIZE,
+            max_message_size=self._limits.max_message_size,
             digest_function=limits.DIGEST_FUNCTION,
-            max_batch_files=limits.MAX_BATCH_FILES,
+            max_batch_files=self._limits.max_batch_files,
             default_page_size=limits.DEFAULT_PAGE_SIZE,
             max_page_size=limits.MAX_PAGE_SIZE,
-            max_path_length=MAX_PATH_BYTES,
+            max_path_length=self._limits.max_path_length,
             backend=self._storage.name,
             supports_range_reads=caps.range_reads,
             supports_multipart_upload=caps.multipart_upload,
@@ -311,7 +323,7 @@ class _Pack:
 
     @property
     def full(self) -> bool:
-        return self._bytes >= limits.CHUNK_SIZE
+        return self._bytes >= limits.CHUNK_SIZE or len(self._files) >= limits.PACKED_MAX_FILES
 
     def flush(self) -> Iterator[pb.DownloadArtifactsResponse]:
         if self._files:

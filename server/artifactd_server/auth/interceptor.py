@@ -30,6 +30,7 @@ from artifactd_server.api.error_details import abort_with
 from artifactd_server.api.handlers import Behavior, Handler, rewrapped
 from artifactd_server.api.requests import request_path
 from artifactd_server.auth.authenticator import Authenticator
+from artifactd_server.auth.concurrency import PrincipalSlots
 from artifactd_server.auth.resources import Resources, experiment_key
 from artifactd_server.domain.identity import LOCAL, Principal, acting_as
 from artifactd_server.domain.policy import RULES, On, Rule, allows
@@ -175,9 +176,12 @@ def _has_header(message: Message) -> bool:
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, decider: Decider) -> None:
+    def __init__(
+        self, authenticator: Authenticator, decider: Decider, slots: PrincipalSlots | None = None
+    ) -> None:
         self._authenticator = authenticator
         self._decider = decider
+        self._slots = slots if authenticator.enabled else None  # per principal: auth on only
 
     def intercept_service(
         self,
@@ -191,7 +195,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         rule = RULES.get(method)
         if rule is not None and rule.on is On.NOTHING:
             return handler
-        call = _Call(self._authenticator, self._decider, method, rule)
+        call = _Call(self._authenticator, self._decider, method, rule, self._slots)
         wrappers = {
             (False, False): call.unary,
             (False, True): call.unary_stream,
@@ -205,12 +209,31 @@ class _Call:
     """The wrappers for one method: authenticate, check, then run the servicer as the caller."""
 
     def __init__(
-        self, authenticator: Authenticator, decider: Decider, method: str, rule: Rule | None
+        self,
+        authenticator: Authenticator,
+        decider: Decider,
+        method: str,
+        rule: Rule | None,
+        slots: PrincipalSlots | None,
     ) -> None:
         self._authenticator = authenticator
         self._decider = decider
         self._method = method
         self._rule = rule
+        self._slots = slots
+
+    def _slot(self, principal: Principal, context: grpc.ServicerContext) -> Callable[[], None]:
+        """Takes one of the principal's call slots; the returned release runs when the call
+        terminates (cancelled too: gRPC's callback) and again harmlessly in the wrapper."""
+        if self._slots is None:
+            return _nothing
+        try:
+            release = self._slots.acquire(principal.name)
+        except ArtifactError as exc:
+            log.warning("%s refused for %r: %s", self._method, principal.name, exc.message)
+            self._abort(context, exc)
+        context.add_callback(release)
+        return release
 
     def _principal(self, context: grpc.ServicerContext) -> Principal:
         if self._rule is None:
@@ -264,38 +287,58 @@ class _Call:
     def unary(self, behavior: Behavior) -> Behavior:
         def run(request: Message, context: grpc.ServicerContext) -> Any:
             principal = self._principal(context)
-            with acting_as(principal):
-                self._check(principal, request, context)
-                return behavior(request, context)
+            release = self._slot(principal, context)
+            try:
+                with acting_as(principal):
+                    self._check(principal, request, context)
+                    return behavior(request, context)
+            finally:
+                release()
 
         return run
 
     def unary_stream(self, behavior: Behavior) -> Behavior:
         def run(request: Message, context: grpc.ServicerContext) -> Iterator[Any]:
             principal = self._principal(context)
-            with acting_as(principal):
-                self._check(principal, request, context)
-                responses = behavior(request, context)
-            yield from _as(principal, responses)
+            release = self._slot(principal, context)
+            try:
+                with acting_as(principal):
+                    self._check(principal, request, context)
+                    responses = behavior(request, context)
+                yield from _as(principal, responses)
+            finally:
+                release()
 
         return run
 
     def stream_unary(self, behavior: Behavior) -> Behavior:
         def run(requests: Iterator[Message], context: grpc.ServicerContext) -> Any:
             principal = self._principal(context)
-            with acting_as(principal):
-                return behavior(self._checked_stream(principal, requests), context)
+            release = self._slot(principal, context)
+            try:
+                with acting_as(principal):
+                    return behavior(self._checked_stream(principal, requests), context)
+            finally:
+                release()
 
         return run
 
     def stream_stream(self, behavior: Behavior) -> Behavior:
         def run(requests: Iterator[Message], context: grpc.ServicerContext) -> Iterator[Any]:
             principal = self._principal(context)
-            with acting_as(principal):
-                responses = behavior(self._checked_stream(principal, requests), context)
-            yield from _as(principal, responses)
+            release = self._slot(principal, context)
+            try:
+                with acting_as(principal):
+                    responses = behavior(self._checked_stream(principal, requests), context)
+                yield from _as(principal, responses)
+            finally:
+                release()
 
         return run
+
+
+def _nothing() -> None:
+    pass
 
 
 def _as(principal: Principal, responses: Iterator[Any]) -> Iterator[Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from artifactd.protocol.paths import MAX_PATH_BYTES, InvalidPath
+
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -28,7 +30,39 @@ PACKED_FILE_MAX = 256 * KiB
 """Largest file a DownloadArtifacts stream sends packed with others (`accept_packed_files`);
 a packed message holds files until it reaches `CHUNK_SIZE`, so it stays under 1.25 MiB."""
 
+PACKED_MAX_FILES = 1_000
+"""Most files one packed DownloadArtifacts message holds: a directory of empty files never
+fills `CHUNK_SIZE`, and their FileInfos alone would otherwise grow one message without bound."""
+
 UPLOAD_WINDOW = 4 * MiB
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request, stream or caller may use; each is an option of `artifactd serve` and
+    the first three are advertised through GetCapabilities."""
+
+    max_message_size: int = MAX_MESSAGE_SIZE
+    """Largest gRPC message received or sent: bounds the memory one message takes."""
+    max_path_length: int = MAX_PATH_BYTES
+    """Longest artifact path in UTF-8 bytes; at most the protocol's own limit."""
+    max_batch_files: int = MAX_BATCH_FILES
+    """Files one LogArtifacts stream may carry."""
+    max_calls_per_principal: int | None = None
+    """Calls one authenticated principal may have in progress at once (per process; None: no
+    limit), so one caller cannot hold every worker thread."""
+
+
+def check_path_length(path: str, limit: int) -> None:
+    """`InvalidPath` when `path` is longer than this server takes (the protocol's own limit is
+    checked by `paths.parse`)."""
+    if limit >= MAX_PATH_BYTES:
+        return  # the protocol's limit: `paths.parse` refuses in its own words
+    size = len(path.encode(errors="surrogatepass"))
+    if size > limit:
+        raise InvalidPath(
+            f"path is {size} bytes long; this server takes at most {limit} (--max-path-length)"
+        )
 
 
 @dataclass(frozen=True)
@@ -53,9 +87,13 @@ class ConnectionSettings:
     max_concurrent_rpcs: int | None = None
 
 
-def grpc_options(settings: ConnectionSettings) -> list[tuple[str, int]]:
+def grpc_options(
+    settings: ConnectionSettings, max_message_size: int = MAX_MESSAGE_SIZE
+) -> list[tuple[str, int]]:
     """`GRPC_OPTIONS` plus the connection settings, as gRPC channel arguments."""
     options = [
+        ("grpc.max_receive_message_length", max_message_size),
+        ("grpc.max_send_message_length", max_message_size),
         *GRPC_OPTIONS,
         ("grpc.keepalive_time_ms", _ms(settings.keepalive_time)),
         ("grpc.keepalive_timeout_ms", _ms(settings.keepalive_timeout)),
@@ -82,8 +120,6 @@ def _ms(seconds: float) -> int:
 
 
 GRPC_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-    ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
     # Each upload stream's receive window is a fixed 4 MiB instead of what gRPC's bandwidth
     # probe grows it to: with the probe, uploads that outran the server's disk piled up in its
     # memory (4 concurrent 1 GiB uploads: peak RSS 352-404 MB; measured here with a fixed
