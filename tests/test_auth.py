@@ -794,11 +794,10 @@ def test_deleting_the_root_or_an_experiments_root_needs_admin(harness: Harness) 
     assert listed.files, "another experiment's artifacts were touched"
 
 
-def test_one_code_per_situation_whoever_asks(harness: Harness) -> None:
-    """Probe defects: the same request got different codes by caller. Now: another
-    principal's upload id is NOT_FOUND (Abort: existed=false) for everyone, an empty upload id
-    and a malformed experiment or run id INVALID_ARGUMENT for everyone, and "01" is
-    experiment 1 in grants and requests alike."""
+def test_one_code_per_situation_whoever_asks_about_upload_ids(harness: Harness) -> None:
+    """Probe defects: the same request got different codes by caller. Now another
+    principal's upload id is NOT_FOUND (Abort: existed=false) for everyone, and an empty one
+    INVALID_ARGUMENT for everyone."""
     h = harness
     theirs = h.session(h.own, "writer-own")
     callers = [p for p in PRINCIPALS if p != "writer-own"]
@@ -845,6 +844,16 @@ def test_one_code_per_situation_whoever_asks(harness: Harness) -> None:
         answers = {p: answer(lambda: call("", p)) for p in everyone}  # noqa: B023
         assert {a[0] for a in answers.values()} == {grpc.StatusCode.INVALID_ARGUMENT}, answers
         assert len({a[1] for a in answers.values()}) == 1, (name, answers)
+
+
+def test_one_code_per_situation_whoever_asks_about_experiment_and_run_ids(
+    harness: Harness,
+) -> None:
+    """Probe defects: a malformed experiment id was PERMISSION_DENIED or INVALID_ARGUMENT by
+    caller, and the grant "reader:01" did not match "1" (nor "reader:1" "01"). Now a malformed
+    id is INVALID_ARGUMENT for everyone and "01" is experiment 1 in grants and requests."""
+    h = harness
+    everyone = list(PRINCIPALS)
     for bad in ("abc", "-1", "1.5", " 1", "99999999999", "1e3"):
         for p in everyone:
             for name, experiment_call in _experiment_calls(h, p).items():
@@ -855,6 +864,12 @@ def test_one_code_per_situation_whoever_asks(harness: Harness) -> None:
             for name, run_call in RUN_ADDRESSED.items():
                 code = outcome(lambda: run_call(h, p, bad_run))  # noqa: B023
                 assert code == grpc.StatusCode.INVALID_ARGUMENT, (bad_run, p, name, code)
+    for p in everyone:  # GetExperiment takes an id or a name: both, or neither, is malformed
+        for request in (rpb.GetExperimentRequest(),
+                        rpb.GetExperimentRequest(experiment_id=h.other.experiment_id,
+                                                 name=h.other.name)):  # fmt: skip
+            code = outcome(lambda: h.runs.GetExperiment(request, metadata=h.md(p)))  # noqa: B023
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (p, request, code)
     own, zero = h.own.experiment_id, "0" + h.own.experiment_id
     for p in ("reader-own", "reader-own-01", "reader-all"):
         for x in (own, zero):

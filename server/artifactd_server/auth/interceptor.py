@@ -133,8 +133,12 @@ def _check_syntax(on: On, target: Any) -> None:
         check_upload_id(target.upload_id)
     elif on is On.RUN or (on is On.TARGET and target.run_id and not _upload_id(on, target)):
         check_run_id(target.run_id)
-    elif on is On.EXPERIMENT and target.experiment_id:
-        experiment_key(target.experiment_id)
+    elif on is On.EXPERIMENT:
+        named = bool(getattr(target, "name", ""))  # GetExperiment: an id or a name, not both
+        if "name" in target.DESCRIPTOR.fields_by_name and named == bool(target.experiment_id):
+            raise InvalidArgument("give exactly one of experiment_id and name")
+        if target.experiment_id:
+            experiment_key(target.experiment_id)
     elif on is On.EXPERIMENTS:
         for experiment_id in target.experiment_ids:
             experiment_key(experiment_id)
