@@ -101,6 +101,35 @@ def test_a_silent_storage_server_fails_the_request_in_time(
     assert "pw" not in info.value.message and "testing" not in info.value.message
 
 
+REFUSED_LIMIT = 15.0  # Azure: waits of 3 and 5 s (±1) between its three attempts
+
+
+@pytest.fixture
+def refused_port() -> int:
+    """A port on 127.0.0.1 nothing listens on: a storage server that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("backend", ["s3", "gcs", "azure", "ftp", "sftp"])
+def test_a_storage_server_that_is_down_fails_the_request_in_seconds(
+    backend: str, refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the default timeout (a minute): a refused connection fails at once, and the retries
+    must not stretch that into minutes (GCS retried it for three timeouts, three minutes)."""
+    destination, env = _settings(backend, refused_port)
+    monkeypatch.delenv("MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        storage = open_storage(destination)
+        storage.stat(parse("model.bin"))
+    elapsed = time.monotonic() - started
+    assert elapsed < REFUSED_LIMIT, f"{backend} took {elapsed:.1f}s to give up on a refused port"
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
 def test_a_bad_timeout_is_refused_at_start_up(value: str) -> None:
     with pytest.raises(InvalidArgument, match="MLFLOW_ARTIFACT_UPLOAD_DOWNLOAD_TIMEOUT"):

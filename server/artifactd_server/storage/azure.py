@@ -542,8 +542,13 @@ def _make_client(env: dict[str, str], account: str, host: str, timeout: float) -
         "read_timeout": timeout,
         # The default (10 tries, backoff from 15 s) keeps an RPC waiting on a dead endpoint
         # for minutes; botocore's 3 tries with short backoff answer UNAVAILABLE within seconds.
+        # Waits of 3 and 5 s, ±1 s (the default jitter, ±3 s, made a refused request take up
+        # to 14 s).
         "retry_policy": ExponentialRetry(
-            initial_backoff=1, increment_base=2, retry_total=REQUEST_ATTEMPTS - 1
+            initial_backoff=1,
+            increment_base=2,
+            retry_total=REQUEST_ATTEMPTS - 1,
+            random_jitter_range=1,
         ),
         "max_single_get_size": DOWNLOAD_CHUNK,
         "max_chunk_get_size": DOWNLOAD_CHUNK,

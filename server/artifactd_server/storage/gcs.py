@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import logging
 import os
 import re
@@ -51,6 +52,7 @@ from typing import Any, TypeVar
 import google.auth
 import requests
 from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials, Credentials, Signing
 from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
 from google.cloud import storage as gcs
@@ -66,6 +68,7 @@ from artifactd.protocol.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from artifactd.protocol.paths import RESERVED_PREFIX, ROOT, ArtifactPath
 from artifactd_server import settings
@@ -118,13 +121,7 @@ class GCSStorage(ObjectStoreStorage, DirectTransfers):
         super().__init__(prefix)
         self.upload_chunk = _chunk_size(env, settings.GCS_UPLOAD_CHUNK)
         self.download_chunk = _chunk_size(env, settings.GCS_DOWNLOAD_CHUNK)
-        timeout = transfer_timeout(env)
-        # Each attempt waits at most `timeout`; retries stop after REQUEST_ATTEMPTS times that
-        # (the library's default retries a server that does not answer for two minutes).
-        self.request: dict[str, Any] = {
-            "timeout": timeout,
-            "retry": DEFAULT_RETRY.with_timeout(REQUEST_ATTEMPTS * timeout),
-        }
+        self._request_timeout = transfer_timeout(env)
         self._client, credentials = _make_client(env)
         self.bucket = self._client.bucket(self._bucket_name)
         self._signer = _signing_credentials(env, credentials)
@@ -134,6 +131,18 @@ class GCSStorage(ObjectStoreStorage, DirectTransfers):
         self.capabilities = StorageCapabilities(
             range_reads=True, multipart_upload=direct, presigned_urls=direct
         )
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The timeout and retries of one request (a fresh retry budget each time).
+
+        Each attempt waits at most the storage timeout, and there are at most
+        REQUEST_ATTEMPTS attempts within REQUEST_ATTEMPTS times it: the library's default
+        retries for two minutes, and a deadline alone would still retry a refused connection,
+        which fails at once, for the whole of it (three minutes at the default timeout).
+        """
+        timeout = self._request_timeout
+        return {"timeout": timeout, "retry": _bounded_retry(timeout)}
 
     @property
     def uri(self) -> str:
@@ -288,11 +297,17 @@ class GCSStorage(ObjectStoreStorage, DirectTransfers):
 
     def delete_hidden(self, path: ArtifactPath, names: Sequence[str]) -> bool:
         """Deletes upload objects; a failure is logged (they are hidden, and swept later).
-        Whether all of them went."""
+        Whether all of them went. Once GCS is unreachable the rest are left to the sweeper at
+        once: each delete would wait out its retries (up to three storage timeouts), and an
+        aborted upload of a large file has one chunk object per 8 MiB."""
         deleted = True
-        for name in names:
+        for index, name in enumerate(names):
             try:
                 self._delete_key(name, path)
+            except Unavailable as exc:
+                log.warning("could not delete %d upload objects of '%s' (left to the sweeper): %s",
+                            len(names) - index, path, exc.message)  # fmt: skip
+                return False
             except ArtifactError as exc:
                 log.warning("could not delete the upload object %r: %s", name, exc.message)
                 deleted = False
@@ -646,6 +661,18 @@ def _info(blob: gcs.Blob) -> ObjectInfo:
         (blob.metadata or {}).get(DIGEST_KEY),
         blob.generation,
     )
+
+
+def _bounded_retry(timeout: float) -> Retry:
+    """The library's retry policy (its transient errors, its backoff), ended after
+    REQUEST_ATTEMPTS attempts or REQUEST_ATTEMPTS timeouts, whichever comes first."""
+    attempts = itertools.count(2)  # the predicate is asked after each failed attempt
+
+    def again(exc: Exception) -> bool:
+        return bool(DEFAULT_RETRY._predicate(exc)) and next(attempts) <= REQUEST_ATTEMPTS
+
+    bounded: Retry = DEFAULT_RETRY.with_timeout(REQUEST_ATTEMPTS * timeout).with_predicate(again)
+    return bounded
 
 
 def gcs_error(exc: BaseException, path: ArtifactPath) -> ArtifactError:
