@@ -110,7 +110,8 @@ class _FTP(RemoteFS[ftplib.FTP]):
             ) from None
         except (OSError, EOFError) as exc:
             raise Unavailable(
-                f"FTP server {self.host}:{self.port} unreachable ({what}): {exc}"
+                f"FTP server {self.host}:{self.port} unreachable ({what}): "
+                f"{exc or type(exc).__name__}"
             ) from None
 
     def stat(self, conn: ftplib.FTP, remote: str) -> RemoteStat | None:

@@ -195,7 +195,11 @@ class _SFTP(RemoteFS[Conn]):
                 raise ResourceExhausted(f"the SFTP server has no space for {what}") from None
             if isinstance(exc, (socket.error, EOFError, ConnectionError)) and exc.errno is not None:
                 raise Unavailable(f"SFTP server {where} unreachable ({what}): {exc}") from None
-            raise Unavailable(f"SFTP error on {what}: {exc}") from None
+            if isinstance(exc, TimeoutError):  # paramiko's socket.timeout says nothing itself
+                raise Unavailable(f"SFTP server {where} did not answer in time ({what})") from None
+            raise Unavailable(
+                f"SFTP error with {where} on {what}: {exc or type(exc).__name__}"
+            ) from None
         except EOFError as exc:
             raise Unavailable(f"SFTP server {where} closed the connection ({what})") from exc
 
