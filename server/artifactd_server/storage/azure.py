@@ -17,7 +17,10 @@ list. Abort: a blob that has no committed version is deleted (which drops its un
 blocks); for an existing blob, its committed block list is committed again (guarded by its ETag,
 metadata kept), which discards the aborted upload's blocks but gives the blob a new ETag and
 modification time (a download pinned to the old ETag then fails with ABORTED and is retried).
-Blocks nobody cleans up Azure discards after a week.
+A file over one block is recorded for the sweeper (`on_cleanup_handle`), so blocks its abort
+could not drop (Azure unreachable, or the server killed) are dropped by any replica's sweeper
+within `--streamed-upload-ttl` where `abort_multipart` may (a blob with no committed version);
+others go with the blob's next commit, or Azure discards them after a week.
 
 Downloads are ranged reads pinned to the ETag the entry described (`If-Match`), so an overwrite
 during a download fails it (ABORTED) rather than mixing versions.
@@ -37,7 +40,6 @@ is there unless the client sends the `If-Match` it is given.
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import re
@@ -392,6 +394,11 @@ class AzureBlobStorage(ObjectStoreStorage, DirectTransfers):
         except AzureError as exc:
             raise azure_error(exc, path, self._container_name) from None
 
+    def discard_leftover(self, path: ArtifactPath, handle: str) -> None:
+        """Drops the blocks of a file streamed to `path` whose upload could not (its tag was
+        reported by `_AzureUpload.on_cleanup_handle`), as for an abandoned direct upload."""
+        self.abort_multipart(path, handle)
+
     def presign_download(self, path: ArtifactPath, ttl: float) -> tuple[Entry, PresignedRequest]:
         """A GET with a read SAS and `If-Match: <ETag>`: an account-key SAS cannot pin a version,
         so the header does (Azure answers 412 if the blob was replaced), if the client sends it."""
@@ -409,8 +416,23 @@ class _AzureUpload(BufferedUpload):
         self._blob = storage.container.get_blob_client(storage.key(path))
         self._tag = uuid.uuid4().hex
         self._blocks: list[BlobBlock] = []
+        self._report: Callable[[str | None], None] | None = None
+        self._reported = False
+
+    def on_cleanup_handle(self, report: Callable[[str | None], None]) -> None:
+        """Reports the tag naming this upload's blocks before the first of a file over one
+        block is staged, and None once they are committed or dropped: blocks an abort could
+        not drop (Azure unreachable, or this server killed) are then dropped by a sweeper
+        (`AzureBlobStorage.discard_leftover`) instead of staying for Azure's week."""
+        self._report = report
 
     def _send_part(self, data: bytes) -> None:
+        if self._report is not None and not self._reported:
+            self._reported = True
+            self._report(self._tag)  # raising: the caller's abort discards what there is
+        self._stage(data)
+
+    def _stage(self, data: bytes) -> None:
         block_id = _block_id(self._tag, len(self._blocks))
         self._blocks.append(BlobBlock(block_id))  # first: a failed request may have landed
         self._storage.call(
@@ -422,40 +444,64 @@ class _AzureUpload(BufferedUpload):
 
     def _put_whole(self, data: bytes, sha256: str, overwrite: bool) -> None:
         if data:
-            self._send_part(data)
+            self._stage(data)  # one block, committed at once: not worth a record
         self._finish_parts(sha256, overwrite)
 
     def _finish_parts(self, sha256: str, overwrite: bool) -> None:
         self._storage.commit_blocks(self._path, self._blob, self._blocks, sha256, overwrite)
         self._blocks = []
+        self._gone()
+
+    def _gone(self) -> None:
+        if self._reported and self._report is not None:
+            self._reported = False
+            self._report(None)
 
     def _discard(self) -> None:
         if not self._blocks:
             return
         self._blocks = []
+        if self._drop_blocks():
+            self._gone()
+
+    def _drop_blocks(self) -> bool:
+        """Drops the staged blocks; whether nothing is left for a sweeper to do (False: Azure
+        was unreachable, and the record of the upload stays). A recorded upload tries each
+        request once: the sweeper retries later, and a failed upload's answer to its client
+        does not wait out another round of retries against a store that just failed it."""
+        timeout = self._storage._timeout()
+        once: dict[str, Any] = {"retry_total": 0} if self._reported else {}
         try:
-            props = self._blob.get_blob_properties(timeout=self._storage._timeout())
+            props = self._blob.get_blob_properties(timeout=timeout, **once)
         except ResourceNotFoundError:
-            with contextlib.suppress(AzureError):  # only uncommitted blocks: deleting drops them
-                self._blob.delete_blob(timeout=self._storage._timeout())
-            return
+            try:  # only uncommitted blocks: deleting drops them
+                self._blob.delete_blob(timeout=timeout, **once)
+            except ResourceNotFoundError:
+                pass
+            except AzureError as exc:
+                log.warning("could not discard the blocks of '%s': %s", self._path, _detail(exc))
+                return isinstance(exc, HttpResponseError)
+            return True
         except AzureError as exc:
             log.warning("could not discard the blocks of '%s': %s", self._path, _detail(exc))
-            return
+            return isinstance(exc, HttpResponseError)
         try:
-            committed, _ = self._blob.get_block_list("committed", timeout=self._storage._timeout())
+            committed, _ = self._blob.get_block_list("committed", timeout=timeout, **once)
             if not committed and props.size:
-                return  # written outside artifactd with Put Blob: Azure drops the blocks later
+                return True  # written outside artifactd with Put Blob: Azure drops the blocks
             self._blob.commit_block_list(
                 [BlobBlock(b.id) for b in committed],
                 metadata=props.metadata,
                 content_settings=props.content_settings,
                 etag=props.etag,
                 match_condition=MatchConditions.IfNotModified,
-                timeout=self._storage._timeout(),
+                timeout=timeout,
+                **once,
             )
         except AzureError as exc:  # replaced meanwhile (its commit dropped the blocks), or down
             log.info("left the staged blocks of '%s' to Azure: %s", self._path, _detail(exc))
+            return isinstance(exc, HttpResponseError)
+        return True
 
 
 class _AzureReader(FileReader):

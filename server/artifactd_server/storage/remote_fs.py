@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 TEMP_PREFIX = f"{RESERVED_PREFIX}upload-"
 DIGEST_PREFIX = f"{RESERVED_PREFIX}sha256-"
 _POOL_WAIT = 60.0  # seconds a request waits for a free connection
+RECORDED_FROM = 8 * 1024 * 1024
+"""Bytes past which an upload's temporary file is recorded for the sweeper (as S3 records a
+multipart upload once it passes one 8 MiB part): smaller ones cost no backend-store writes."""
 _IDLE_CHECK = 10.0  # an idle connection older than this is checked before it is reused
 
 C = TypeVar("C")
@@ -375,6 +378,12 @@ class RemoteStorage(Storage, ResumableWrites, Generic[C]):
         ):
             self._fs.remove(conn, partial)
 
+    def discard_leftover(self, path: ArtifactPath, handle: str) -> None:
+        """Removes the temporary file of an upload to `path` that could not remove it itself
+        (storage was unreachable when it aborted, or its server died); `_RemoteUpload`
+        reported its token. Named as a resumable upload's kept bytes are."""
+        self.discard_resumable(path, handle)
+
     # -- reading ---------------------------------------------------------------------------
 
     def _digest(self, conn: C, remote: str, st: RemoteStat) -> str | None:
@@ -542,6 +551,22 @@ class _RemoteUpload(Upload, Generic[C]):
         self._temp = temp
         self._target = target
         self._created = created
+        self._written = 0
+        self._report: Callable[[str | None], None] | None = None
+        self._reported = False
+
+    def on_cleanup_handle(self, report: Callable[[str | None], None]) -> None:
+        """Reports the temporary file's token before the write that takes it past
+        `RECORDED_FROM` bytes, and None once the file is gone (renamed into place, or removed):
+        one whose removal failed (storage unreachable, or this server killed) is then removed
+        by a sweeper (`RemoteStorage.discard_leftover`) instead of staying for a day."""
+        if not self._keep:  # a resumable upload's session is its record
+            self._report = report
+
+    def _gone(self) -> None:
+        if self._reported and self._report is not None:
+            self._reported = False
+            self._report(None)
 
     def _release(self, *, broken: bool) -> None:
         conn, self._conn = self._conn, None
@@ -551,8 +576,13 @@ class _RemoteUpload(Upload, Generic[C]):
     def write(self, data: bytes | memoryview) -> None:
         if self._writer is None:
             raise RuntimeError("upload already finished")
+        report = self._report
+        if report is not None and not self._reported and self._written + len(data) > RECORDED_FROM:
+            self._reported = True
+            report(posixpath.basename(self._temp)[len(TEMP_PREFIX) :])  # raising: abort removes
         with self._fs.errors(f"'{self._path}'"):
             self._writer.write(data)
+        self._written += len(data)
 
     def commit(self, sha256: str, *, overwrite: bool, durable: bool = True) -> Entry:
         writer, conn = self._writer, self._conn
@@ -580,6 +610,7 @@ class _RemoteUpload(Upload, Generic[C]):
                     raise already_exists(self._path) from None
                 self._temp = ""
                 self._created = []
+                self._gone()
                 try:
                     record = f"{sha256} {st.size} {st.mtime}".encode()
                     fs.write_small(conn, _sidecar(target), record)
@@ -619,6 +650,7 @@ class _RemoteUpload(Upload, Generic[C]):
                 with self._fs.errors(f"'{self._path}'"):
                     with contextlib.suppress(NotFound):
                         self._fs.remove(conn, self._temp)
+                    self._gone()
                     self._storage._remove_empty_dirs(conn, self._created)
             except ArtifactError as exc:
                 log.warning("could not remove the aborted upload of '%s': %s", self._path, exc)
@@ -626,13 +658,14 @@ class _RemoteUpload(Upload, Generic[C]):
         elif self._temp:
             # The connection is gone: clean up on a fresh one.
             self._release(broken=True)
-            with (
-                contextlib.suppress(ArtifactError),
-                self._storage._pool.connection() as fresh,
-                self._fs.errors(f"'{self._path}'"),
-            ):
-                self._fs.remove(fresh, self._temp)
-                self._storage._remove_empty_dirs(fresh, self._created)
+            try:
+                with self._storage._pool.connection() as fresh, self._fs.errors(f"'{self._path}'"):
+                    with contextlib.suppress(NotFound):
+                        self._fs.remove(fresh, self._temp)
+                    self._gone()
+                    self._storage._remove_empty_dirs(fresh, self._created)
+            except ArtifactError as exc:  # recorded, it is removed by a sweeper
+                log.warning("could not remove the aborted upload of '%s': %s", self._path, exc)
         self._temp = ""
         self._created = []
         self._release(broken=broken)
