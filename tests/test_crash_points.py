@@ -389,6 +389,17 @@ def check(
                 assert outcome_of(stub, root, case, path)[0] == "new", where
             on_disk = root / path
             case.settled[path] = sha256_of(on_disk) if on_disk.exists() else None
+        # The listing shows exactly the paths that hold a file: nothing temporary, no debris.
+        base = next(iter(case.files)).split("/", 1)[0]
+        try:
+            listing = stub.ListArtifacts(
+                pb.ListArtifactsRequest(path=base, recursive=True), timeout=30
+            ).files
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+            listing = []
+        listed = {info.path for info in listing if not info.is_dir}
+        assert listed == {p for p, digest in case.settled.items() if digest}, case.number
 
 
 def test_every_path_is_old_or_new_whole_after_a_sigkill_at_random_points(
