@@ -111,7 +111,7 @@ class _FTP(RemoteFS[ftplib.FTP]):
         except (OSError, EOFError) as exc:
             raise Unavailable(
                 f"FTP server {self.host}:{self.port} unreachable ({what}): "
-                f"{exc or type(exc).__name__}"
+                f"{str(exc) or type(exc).__name__}"
             ) from None
 
     def stat(self, conn: ftplib.FTP, remote: str) -> RemoteStat | None:

@@ -201,9 +201,14 @@ class ConnectionPool(Generic[C]):
             raise
 
     def checkin(self, conn: C, *, broken: bool = False) -> None:
+        """Returns `conn`; a `broken` one is closed, and the idle ones are checked before their
+        next use: the server may have restarted under them all, and each would otherwise fail
+        one request after it is back."""
         try:
             if broken:
                 self._fs.disconnect(conn)
+                with self._lock:
+                    self._idle = [(idle, -_IDLE_CHECK) for idle, _since in self._idle]
             else:
                 with self._lock:
                     self._idle.append((conn, time.monotonic()))

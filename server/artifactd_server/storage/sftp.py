@@ -198,7 +198,7 @@ class _SFTP(RemoteFS[Conn]):
             if isinstance(exc, TimeoutError):  # paramiko's socket.timeout says nothing itself
                 raise Unavailable(f"SFTP server {where} did not answer in time ({what})") from None
             raise Unavailable(
-                f"SFTP error with {where} on {what}: {exc or type(exc).__name__}"
+                f"SFTP error with {where} on {what}: {str(exc) or type(exc).__name__}"
             ) from None
         except EOFError as exc:
             raise Unavailable(f"SFTP server {where} closed the connection ({what})") from exc
