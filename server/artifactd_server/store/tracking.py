@@ -66,6 +66,23 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def check_name(name: str, what: str, *, required: bool = False) -> str:
+    """An experiment or run name that means the same on every backend store: at most
+    MAX_NAME_LENGTH characters (`required`: at least one), and no NUL (`_no_nul`)."""
+    if (required and not name) or len(name) > MAX_NAME_LENGTH:
+        bounds = "1 to" if required else "at most"
+        raise InvalidArgument(f"{what} must be {bounds} {MAX_NAME_LENGTH} characters")
+    return _no_nul(name, what)
+
+
+def _no_nul(text: str, what: str) -> str:
+    """PostgreSQL refuses NUL in text (psycopg raises DataError: INTERNAL if it got there),
+    SQLite and MariaDB keep it: no name holds one, whatever the backend."""
+    if "\x00" in text:
+        raise InvalidArgument(f"{what} must not contain NUL characters (U+0000)")
+    return text
+
+
 def check_experiment_id(experiment_id: str) -> int:
     if not _EXPERIMENT_ID.match(experiment_id) or int(experiment_id) > MAX_EXPERIMENT_ID:
         raise InvalidArgument(
@@ -135,9 +152,7 @@ class TrackingStore:
         refuses one that equals, contains or lies inside another experiment's location, since
         collecting one experiment would then delete another's artifacts.
         """
-        name = name.strip()
-        if not name or len(name) > MAX_NAME_LENGTH:
-            raise InvalidArgument(f"experiment name must be 1 to {MAX_NAME_LENGTH} characters")
+        name = check_name(name.strip(), "experiment name", required=True)
         if location is not None and len(location) > MAX_LOCATION_LENGTH - 64:
             raise InvalidArgument("artifact_location is too long")
         now = now_ms()
@@ -190,6 +205,7 @@ class TrackingStore:
                 row = session.get(ExperimentRow, check_experiment_id(experiment_id))
                 what = f"experiment {experiment_id}"
             else:
+                _no_nul(name, "experiment name")
                 row = session.scalar(select(ExperimentRow).filter_by(name=name))
                 what = f"experiment named {name!r}"
             if row is None:
@@ -278,8 +294,7 @@ class TrackingStore:
     # -- runs --------------------------------------------------------------------------------
 
     def create_run(self, experiment_id: str, run_name: str = "", start_time: int = 0) -> Run:
-        if len(run_name) > MAX_NAME_LENGTH:
-            raise InvalidArgument(f"run_name must be at most {MAX_NAME_LENGTH} characters")
+        check_name(run_name, "run_name")
         if start_time < 0:
             raise InvalidArgument("start_time must not be negative")
         run_id = uuid.uuid4().hex
@@ -375,8 +390,8 @@ class TrackingStore:
             raise InvalidArgument(f"status must be one of {RUN_STATUSES}, got {status!r}")
         if end_time is not None and end_time < 0:
             raise InvalidArgument("end_time must not be negative")
-        if run_name is not None and len(run_name) > MAX_NAME_LENGTH:
-            raise InvalidArgument(f"run_name must be at most {MAX_NAME_LENGTH} characters")
+        if run_name is not None:
+            check_name(run_name, "run_name")
         with self.database.transaction() as session:
             row = self._locked_run(session, run_id)
             if row.lifecycle_stage != ACTIVE:

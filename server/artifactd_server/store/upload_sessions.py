@@ -191,6 +191,12 @@ def check_upload_id(upload_id: str) -> str:
             "returned",
             field="upload_id",
         )
+    if "\x00" in upload_id:  # no id holds one, and PostgreSQL refuses it in a query (INTERNAL)
+        raise InvalidArgument(
+            "upload_id contains a NUL character: give the id StartResumableUpload or "
+            "CreateMultipartUpload returned",
+            field="upload_id",
+        )
     return upload_id
 
 
