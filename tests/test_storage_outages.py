@@ -83,9 +83,10 @@ STREAMED_TTL = "10"
 """Longer than one storage write with its retries may take (Azure: backoffs of 3 and 5 s, ±1):
 a write waiting that long is not touching its record, and a sweep would discard it."""
 OUTAGE = 1.0  # seconds storage stays away in the retried transfers
-UNAVAILABLE_WITHIN = 25.0
-"""Azure's worst case: three attempts of the failed write (waits of 3 and 5 s, ±1), then the
-client's check whether the fully sent file landed anyway (GetArtifact: three attempts again)."""
+UNAVAILABLE_WITHIN = {"azure": 30.0}
+"""Seconds from the cut to the client's UNAVAILABLE (15 s where not listed). Azure's worst
+case: three attempts of the failed write (waits of 3 and 5 s, ±1), then the client's check
+whether the fully sent file landed anyway (GetArtifact: three attempts again); 16-18 s here."""
 SWEPT_WITHIN = 15.0
 STORAGE_NAMES = {
     "s3": r"object store",
@@ -378,7 +379,8 @@ def _fails_unavailable(
     elapsed = failed - storage.cut_at()
     assert re.search(STORAGE_NAMES[backend], message), f"{backend}: {message!r}"
     assert FTP_PASSWORD not in message and "testing" not in message, message
-    assert elapsed < UNAVAILABLE_WITHIN, f"{backend}: UNAVAILABLE after {elapsed:.1f}s"
+    bound = UNAVAILABLE_WITHIN.get(backend, 15.0)
+    assert elapsed < bound, f"{backend}: UNAVAILABLE after {elapsed:.1f}s"
     storage.restore()
     return elapsed, message
 
