@@ -378,6 +378,7 @@ def _fails_unavailable(
     assert storage.was_cut.is_set(), f"{backend}: failed before the cut: {message}"
     elapsed = failed - storage.cut_at()
     assert re.search(STORAGE_NAMES[backend], message), f"{backend}: {message!r}"
+    assert not message.startswith("artifactd server unavailable"), "artifactd is up: " + message
     assert FTP_PASSWORD not in message and "testing" not in message, message
     bound = UNAVAILABLE_WITHIN.get(backend, 15.0)
     assert elapsed < bound, f"{backend}: UNAVAILABLE after {elapsed:.1f}s"

@@ -259,9 +259,12 @@ def error(exc: grpc.RpcError) -> ArtifactError:
     call = exc if isinstance(exc, grpc.Call) else None
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     details = (call.details() if call is not None else None) or str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE:
+    status = rich_status(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and status is None:
+        # gRPC's own (no server reached) or a proxy's; a server that answered UNAVAILABLE says
+        # what it could not reach (its storage, its database), and is up itself.
         details = f"artifactd server unavailable: {details}"
-    return from_status(code, details, rich_status(exc))
+    return from_status(code, details, status)
 
 
 def rich_status(exc: grpc.RpcError) -> status_pb2.Status | None:
