@@ -167,8 +167,8 @@ def strings(name: str, hints: Hints, large: bool, hostile: bool) -> Bytes:
         lambda pair: pair[1] * (pair[0] // len(pair[1]))
     )
     choices = [
-        *[specific] * 6,  # most often a value the field's handler can act on
-        st.sampled_from(known).map(str.encode),
+        *[specific] * 4,  # most often a value the field's handler can act on
+        *[st.sampled_from(known).map(str.encode)] * 2,
         st.text(max_size=40).map(str.encode),
         long_,
     ]

@@ -48,6 +48,7 @@ from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
 from artifactd_server.api.request_decoding import undefined_enum
 
+from databases import fresh_database
 from proto_strategies import (
     Hints,
     MessageStrategies,
@@ -66,6 +67,10 @@ UPLOADS = [rpc for rpc in RPCS if rpc.client_streaming and is_upload(rpc.input_t
 EXAMPLES = int(os.environ.get("ARTIFACTD_FUZZ_EXAMPLES", "75"))
 """Examples per RPC; request streams get twice as many, broken uploads three times."""
 SEED = int(os.environ.get("ARTIFACTD_FUZZ_SEED", "23"))
+STORE = os.environ.get("ARTIFACTD_FUZZ_STORE", "postgresql")
+"""The backend store behind the server: sqlite, postgresql or mariadb (tests/databases.py).
+PostgreSQL by default, the strictest about what text and numbers it stores (a NUL in a name
+crashed there only; tests/test_fuzz_findings.py keeps each finding fixed on all three)."""
 CALL_TIMEOUT = 30.0
 """A complete request the server has not answered in this time is a hang: a defect too."""
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -211,8 +216,8 @@ def _hints(base: Path, extra: Path, channel: grpc.Channel) -> Hints:
         "experiment_id": experiments, "experiment_ids": experiments,
         "upload_id": [resumable, "", "../../sentinel", uuid.uuid4().hex, resumable + "x"],
         "sha256": ["0" * 64, "F" * 64, "abc", "z" * 64],
-        "name": [experiment.name, "Default", "fuzz-new", "x" * 600],
-        "run_name": ["r", "x" * 600],
+        "name": [experiment.name, "Default", "fuzz-new", "x" * 600, "a\x00b", " \t"],
+        "run_name": ["r", "x" * 600, "\x00", "🙂"],
         "artifact_location": [
             str(sentinel), f"file://{sentinel}", f"{base}/store/../sentinel", "s3://bucket/x",
             "runs:/x", "file:/x", "mlflow-artifacts:/x", f"file://{extra}/fuzz", str(extra),
@@ -230,21 +235,33 @@ def target(
     (base / "sentinel" / "inner").mkdir(parents=True)
     (base / "sentinel" / "keep.txt").write_text("must stay as it is")
     (base / "extra").mkdir()
-    server = start_server(
-        base / "store", base / "run", "--extra-artifact-root", str(base / "extra")
-    )
-    with grpc.insecure_channel(server.target) as channel:
-        hints = _hints(base, base / "extra", channel)
-        fds = open_fds(server.process.pid)
-        roots = {base / "store", base / "extra"}
-        found = Target(
-            server, base, roots, hints, channel, health_pb2_grpc.HealthStub(channel),
-            snapshot(base, roots),
-        )  # fmt: skip
-        found.new_log()
-        yield found
-        leaked = _settled(server.process.pid, fds + 2) - fds
-    code = server.stop()
+    with contextlib.ExitStack() as stack:
+        store: list[str] = []
+        if STORE != "sqlite":  # SQLite: the server's default, a file in its working folder
+            uri = stack.enter_context(fresh_database(STORE, base / "db"))
+            store = ["--backend-store-uri", uri]
+        server = start_server(
+            base / "store", base / "run", "--extra-artifact-root", str(base / "extra"), *store
+        )
+        yield from _fuzzed(server, base, request)
+
+
+def _fuzzed(server: ServerProcess, base: Path, request: pytest.FixtureRequest) -> Iterator[Target]:
+    leaked = 0
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            hints = _hints(base, base / "extra", channel)
+            fds = open_fds(server.process.pid)
+            roots = {base / "store", base / "extra"}
+            found = Target(
+                server, base, roots, hints, channel, health_pb2_grpc.HealthStub(channel),
+                snapshot(base, roots),
+            )  # fmt: skip
+            found.new_log()
+            yield found
+            leaked = _settled(server.process.pid, fds + 2) - fds
+    finally:
+        code = server.stop()
     _report(request, found.tally, found.tally.last - found.tally.first, leaked)
     assert code == 0, f"server exited with {code}:\n{server.log_text()[-4000:]}"
     assert leaked <= 2, f"{leaked} more descriptors open after the fuzzing than before"
@@ -254,7 +271,8 @@ def _report(request: pytest.FixtureRequest, tally: Tally, seconds: float, leaked
     total = sum(tally.examples.values())
     _say(
         request,
-        f"fuzz: {len(tally.rpcs())} RPCs, {total} examples in {seconds:.0f} s, seed {SEED}, "
+        f"fuzz: {len(tally.rpcs())} RPCs, {total} examples in {seconds:.0f} s on {STORE}, "
+        f"seed {SEED}, "
         f"{EXAMPLES} per RPC (x2 for request streams, x3 for broken uploads), "
         f"descriptors held after: {leaked:+d}",
         *(f"  {name}: {n} {dict(tally.codes[name])}" for name, n in sorted(tally.examples.items())),
