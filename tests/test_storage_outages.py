@@ -244,7 +244,13 @@ def _gcs(
 
     endpoint: str = request.getfixturevalue("gcs_endpoint")
     front = proxy(_port(endpoint))
-    bucket = storage.Client(project="artifactd", credentials=AnonymousCredentials()).bucket(BUCKET)
+    # the endpoint named here, not through STORAGE_EMULATOR_HOST (conftest clears it per test):
+    # without either the client would ask Google's real host
+    bucket = storage.Client(
+        project="artifactd",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": endpoint},
+    ).bucket(BUCKET)
 
     def leftovers() -> list[str]:
         return [b.name for b in bucket.list_blobs(prefix=f"{prefix}/") if "/.artifactd-" in b.name]
