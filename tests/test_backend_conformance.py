@@ -237,7 +237,9 @@ def test_interrupted_upload_is_invisible_and_harmless(
         future = bstub.LogArtifact.future(_stalled(path, sent, release))
         assert sent.wait(20)
         # the server writes (on S3 sends a part of, on Azure stages a block of) what it received
-        assert _wait_until(lambda: bool(backend.leftovers(prefix))), "the upload in progress holds nothing in storage"
+        assert _wait_until(lambda: bool(backend.leftovers(prefix))), (
+            "the upload in progress holds nothing in storage"
+        )
         assert [i.path for i in bclient.list_artifacts(prefix)] == [f"{prefix}/old.bin"]
         future.cancel()
         release.set()
