@@ -705,10 +705,26 @@ class _RemoteReader(FileReader, Generic[C]):
             if not finished:
                 self._broken = True  # a transfer stopped midway leaves the connection unusable
         if position < end:
-            raise DataLoss(
-                f"'{self.entry.path}' shrank to {position} bytes while being read "
-                f"(it was {self.entry.size}); it was modified outside artifactd"
+            self._broken = True
+            self._short_read(position)
+
+    def _short_read(self, position: int) -> None:
+        """A read that ended early: the file shrank (DATA_LOSS), or the connection ended
+        without an error (some paramiko versions report a reset as the end of the file), which
+        is UNAVAILABLE. A fresh connection's stat tells which; if storage is unreachable, that
+        stat raises UNAVAILABLE itself."""
+        storage = self._storage
+        with storage._pool.connection() as conn, storage._fs.errors(f"'{self.entry.path}'"):
+            st = storage._fs.stat(conn, storage._remote(self.entry.path))
+        if st is not None and st.size >= self.entry.size:
+            raise Unavailable(
+                f"the connection to storage ended while reading '{self.entry.path}' at byte "
+                f"{position} of {self.entry.size}; retry"
             )
+        raise DataLoss(
+            f"'{self.entry.path}' shrank to {position} bytes while being read "
+            f"(it was {self.entry.size}); it was modified outside artifactd"
+        )
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
