@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,16 +26,18 @@ from sqlalchemy import select
 
 from artifactd.protocol.errors import Aborted
 from artifactd.protocol.paths import parse
-from artifactd_server.domain.multipart import DirectUploads, Settings
+from artifactd_server.domain.multipart import SETTLE_STARTING_AFTER, DirectUploads, Settings
 from artifactd_server.domain.roots import ArtifactRoots
 from artifactd_server.domain.scopes import Scopes
 from artifactd_server.domain.streamed import StreamedUploads
 from artifactd_server.domain.uploads import Declared, IncomingFile, UploadSpec
+from artifactd_server.storage.base import STARTING
 from artifactd_server.storage.gcs import UPLOAD_PREFIX, GCSStorage
 from artifactd_server.storage.s3 import PART_SIZE, S3Storage
-from artifactd_server.store.schema import STREAMED, MultipartUploadRow
+from artifactd_server.store.schema import MULTIPART, STREAMED, MultipartUploadRow
 from artifactd_server.store.tracking import TrackingStore
 from artifactd_server.store.upload_sessions import UploadSessions
+from waiting import wait_for
 
 from backend_servers import BUCKET, S3Service, gcs_server_env
 
@@ -87,7 +90,29 @@ def setup(
     tmp_path: Path,
     prefix: str,
 ) -> Iterator[Setup]:
-    env = moto_s3.server_env(tmp_path)
+    yield from setup_on(moto_s3, tracking_store, monkeypatch, tmp_path, prefix)
+
+
+@pytest.fixture
+def seaweedfs_setup(
+    seaweedfs_s3: S3Service,
+    tracking_store: TrackingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefix: str,
+) -> Iterator[Setup]:
+    """On SeaweedFS: unlike moto, it reports when each multipart upload started."""
+    yield from setup_on(seaweedfs_s3, tracking_store, monkeypatch, tmp_path, prefix)
+
+
+def setup_on(
+    service: S3Service,
+    tracking_store: TrackingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefix: str,
+) -> Iterator[Setup]:
+    env = service.server_env(tmp_path)
     for name, value in env.items():
         if name != "MLFLOW_S3_ENDPOINT_URL":  # boto3 reads the keys from the environment
             monkeypatch.setenv(name, value)
@@ -105,13 +130,6 @@ def setup(
         storage.close()
 
 
-def eventually(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the timeout"
-        time.sleep(0.02)
-
-
 def test_a_file_over_one_part_is_recorded_until_published_or_aborted(setup: Setup) -> None:
     data = os.urandom(PART_SIZE + MiB)
     for name, publish in (("published.bin", True), ("aborted.bin", False)):
@@ -121,7 +139,7 @@ def test_a_file_over_one_part_is_recorded_until_published_or_aborted(setup: Setu
         assert setup.records(name) == [], "nothing stored yet: nothing to record"
         for start in range(MiB, len(data), MiB):
             incoming.write(data[start : start + MiB])
-        eventually(lambda name=name: bool(setup.records(name)))
+        assert wait_for(lambda name=name: setup.records(name) not in ([], [STARTING]))
         assert setup.records(name) == setup.in_storage(name), "the record names the upload"
         if publish:
             incoming.seal(Declared()).commit(True)
@@ -180,6 +198,65 @@ def test_a_stream_swept_while_idle_fails_instead_of_publishing(setup: Setup) -> 
         idle.write(b"more")
     idle.abort()
     assert setup.records("idle.bin") == []
+
+
+def test_an_upload_whose_server_died_before_recording_its_id_is_aborted_and_no_other(
+    seaweedfs_setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dies between S3 creating the multipart upload and the record of its id (a
+    replica SIGKILLed there in test_replicas once left its upload for a day). The record made
+    just before the creation (`base.STARTING`) lets a sweep abort it once it is
+    SETTLE_STARTING_AFTER old, and nothing else on that key: not an upload another session
+    records, nor one started a moment ago (a live server between the same two steps)."""
+    setup = seaweedfs_setup
+    create = setup.sessions.create
+    never = threading.Event()  # the writing thread stands for the dead server: it never goes on
+
+    def create_or_die(**fields: Any) -> Any:
+        if fields["path"] == "dying.bin" and fields["backend_upload_id"]:
+            never.wait()
+            raise RuntimeError("this server died before recording the upload's id")
+        return create(**fields)
+
+    monkeypatch.setattr(setup.sessions, "create", create_or_die)
+    dying = setup.incoming("dying.bin")
+
+    def write() -> None:
+        try:
+            dying.write(os.urandom(PART_SIZE + 10))
+        except RuntimeError:
+            dying.abort()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        assert wait_for(lambda: len(setup.in_storage("dying.bin")) == 1)
+        dead = setup.in_storage("dying.bin")
+        assert setup.records("dying.bin") == [STARTING], "no record of the upload being created"
+        client: Any = setup.storage.client
+        key = f"{setup.prefix}/dying.bin"
+        other = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        session = create(
+            kind=MULTIPART, root_uri=setup.storage.uri, path="dying.bin", run_id="",
+            owner="bob", backend_upload_id=other, size=PART_SIZE + 10, part_size=PART_SIZE,
+            sha256="", overwrite=True, ttl_ms=600_000,
+        )  # fmt: skip
+        time.sleep(TTL + 0.2)
+        setup.direct.sweep()
+        assert set(setup.in_storage("dying.bin")) == {*dead, other}, "settled too early"
+        assert setup.records("dying.bin") == [STARTING], "the record went before it was settled"
+        time.sleep(SETTLE_STARTING_AFTER - TTL)
+        fresh = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        assert setup.direct.sweep() >= 1
+        assert set(setup.in_storage("dying.bin")) == {other, fresh}
+        assert setup.records("dying.bin") == []
+        for upload_id in (other, fresh):
+            client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
+        setup.sessions.close(session.upload_id)
+    finally:
+        never.set()
+        writer.join(30)
+    assert setup.in_storage("dying.bin") == [] and setup.records("dying.bin") == []
 
 
 def test_a_gcs_streams_chunk_objects_are_recorded_and_a_dead_ones_deleted_by_a_sweep(

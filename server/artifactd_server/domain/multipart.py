@@ -32,6 +32,7 @@ from artifactd_server.domain.roots import uri_of
 from artifactd_server.domain.scopes import Scope, Scopes
 from artifactd_server.domain.uploads import check_declared_size, parse_digest
 from artifactd_server.storage.base import (
+    STARTING,
     DirectTransfers,
     Entry,
     PartLimits,
@@ -41,9 +42,16 @@ from artifactd_server.storage.base import (
     StoredPart,
 )
 from artifactd_server.store.schema import MULTIPART, RESUMABLE, STREAMED
+from artifactd_server.store.tracking import now_ms
 from artifactd_server.store.upload_sessions import UploadSession, UploadSessions
 
 log = logging.getLogger(__name__)
+
+SETTLE_STARTING_AFTER = 10.0
+"""Seconds before a sweeper settles a stream record left at `base.STARTING` (its server died
+creating the storage-side upload): `Storage.discard_unrecorded` then spares uploads started
+after halfway between the record and now, at least 5 s after the record, which leaves room for
+the creation's latency and for storage timestamps in whole seconds."""
 
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 64 * MiB
@@ -311,8 +319,17 @@ class DirectUploads:
             storage.discard_resumable(full, session.backend_upload_id)
         elif session.kind == MULTIPART and isinstance(storage, DirectTransfers):
             storage.abort_multipart(full, session.backend_upload_id)
-        elif session.kind == STREAMED:
+        elif session.kind == STREAMED and session.backend_upload_id != STARTING:
             storage.discard_leftover(full, session.backend_upload_id)
+        elif session.kind == STREAMED:  # its server died creating the upload (base.STARTING)
+            age = (now_ms() - session.creation_time) / 1000
+            if age < SETTLE_STARTING_AFTER:
+                raise FailedPrecondition(
+                    f"the upload of '{session.path}' whose server died while creating it is "
+                    f"settled once its record is {SETTLE_STARTING_AFTER:g} s old ({age:.1f} s now)"
+                )
+            halfway = session.creation_time / 1000 + age / 2
+            storage.discard_unrecorded(full, halfway, self._sessions.backend_upload_ids())
         log.info("aborted %s upload %s of %s", session.kind, session.upload_id, session.path)
 
     def sweep(self) -> int:

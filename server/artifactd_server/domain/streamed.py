@@ -69,11 +69,14 @@ class StreamTracking:
         """The storage's report, on the thread that writes: a handle is recorded before any
         bytes are stored under it (a failure fails the write, and the upload is aborted); None
         forgets the record, which must not fail a file already published: a record left
-        behind expires, and its sweep finds nothing to discard."""
+        behind expires, and its sweep finds nothing to discard. A new handle (STARTING, then
+        the storage's name for the upload) is recorded before the previous record is deleted,
+        so a server killed at any moment leaves at least one."""
         with self._lock:
-            self._forget()
             if handle is None:
+                self._forget()
                 return
+            previous = self._session_id
             spec, scope, size = self._spec, self._spec.scope, self._spec.size or 0
             session = self._sessions.create(
                 kind=STREAMED, root_uri=uri_of(scope.storage, scope.base), path=str(spec.path),
@@ -83,9 +86,13 @@ class StreamTracking:
             )  # fmt: skip
             self._session_id = session.upload_id
             self._touched = time.monotonic()
+            if previous is not None:
+                self._forget(previous)
 
-    def _forget(self) -> None:
-        session_id, self._session_id = self._session_id, None
+    def _forget(self, session_id: str | None = None) -> None:
+        """Deletes the record `session_id`, by default the current one."""
+        if session_id is None:
+            session_id, self._session_id = self._session_id, None
         if session_id is None:
             return
         try:

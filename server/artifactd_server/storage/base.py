@@ -9,11 +9,15 @@ and its helpers, so a backend is only the mapping of these verbs onto its storag
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 from artifactd.protocol.paths import ArtifactPath
+
+STARTING = ""
+"""The cleanup handle an upload reports just before the storage call that names it
+(`Upload.on_cleanup_handle`): recorded as is, an empty handle in the backend store."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,12 @@ class Upload(ABC):
         was started. `report(None)` follows once nothing is left (committed, or aborted); never
         after an abort that failed, so the record stays for a sweeper. `report(None)` must not
         raise.
+
+        A storage that learns the handle only from the call that creates the upload (S3 names
+        a multipart upload when it creates it) reports `STARTING` just before that call: the
+        record then says "an upload to this path is being created", so a server killed between
+        the call and the report of the real handle leaves a record too, which a sweeper settles
+        with `Storage.discard_unrecorded`.
 
         The S3 adapter reports its multipart upload id (a file larger than one part), the GCS
         adapter the id naming its hidden chunk objects (`.artifactd-upload-<id>-<n>`, a file
@@ -196,6 +206,15 @@ class Storage(ABC):
         no error if it is gone (completed or discarded meanwhile). Called by the sweeper of any
         process, for an upload whose server died; storages that report no handles keep this
         no-op."""
+
+    def discard_unrecorded(
+        self, path: ArtifactPath, initiated_before: float, recorded: Collection[str]
+    ) -> int:
+        """Discards the uploads to `path` that a server killed between creating them and
+        recording their handle left: those started before `initiated_before` (epoch seconds)
+        whose handle is not in `recorded` (every handle the backend store holds); returns how
+        many. Only storages that report `STARTING` have such uploads."""
+        return 0
 
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Removes what uploads killed with their server left behind; returns how many.

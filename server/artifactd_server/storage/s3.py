@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -66,6 +66,7 @@ from artifactd.protocol.errors import (
 from artifactd.protocol.paths import ROOT, ArtifactPath
 from artifactd_server import settings
 from artifactd_server.storage.base import (
+    STARTING,
     DirectTransfers,
     Entry,
     FileReader,
@@ -280,13 +281,37 @@ class S3Storage(ObjectStoreStorage, DirectTransfers):
         died (`_S3Upload.on_cleanup_handle` reported it)."""
         self.abort_multipart(path, handle)
 
+    def discard_unrecorded(
+        self, path: ArtifactPath, initiated_before: float, recorded: Collection[str]
+    ) -> int:
+        """Aborts the multipart uploads of `path`'s key that no record names and that started
+        before `initiated_before`: those of a server killed between creating one and reporting
+        its id (`_S3Upload._send_part` reports STARTING first). A live upload is either
+        recorded or was created a moment ago, after `initiated_before` (the sweeper sets it
+        halfway between the STARTING record and now, at least half a TTL back)."""
+        key = self.key(path)
+        removed = 0
+        try:
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=key):
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] != key or upload["UploadId"] in recorded:
+                        continue
+                    if upload["Initiated"].timestamp() + 1 >= initiated_before:
+                        continue  # S3 reports whole seconds
+                    self.abort_multipart(path, upload["UploadId"])
+                    removed += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, path, self._bucket) from None
+        return removed
+
     def sweep_incomplete_uploads(self, older_than: float) -> int:
         """Aborts multipart uploads under the root whose last part is older than `older_than` s.
 
         Run at start-up with a day: the backstop for uploads nothing recorded (from before the
-        records, or a server killed between creating one and recording it), since an upload
-        seen here may be another live replica's. Recorded ones go within
-        `--streamed-upload-ttl` (`discard_leftover`)."""
+        records), since an upload seen here may be another live replica's. Recorded ones go
+        within `--streamed-upload-ttl` (`discard_leftover`), and so do those of a server killed
+        between creating one and recording its id (`discard_unrecorded`)."""
         cutoff = time.time() - older_than
         removed = 0
         paginator = self._client.get_paginator("list_multipart_uploads")
@@ -457,10 +482,11 @@ class _S3Upload(BufferedUpload):
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self._report: Callable[[str | None], None] | None = None
+        self._starting = False  # STARTING was reported and nothing has replaced it yet
 
     def on_cleanup_handle(self, report: Callable[[str | None], None]) -> None:
-        """Reports the multipart upload's id once it is created (before its first part), and
-        None once it is completed or aborted."""
+        """Reports STARTING before the multipart upload is created, its id once it is (before
+        its first part), and None once it is completed or aborted."""
         self._report = report
 
     def _fail(self, exc: ClientError | BotoCoreError) -> ArtifactError:
@@ -468,6 +494,9 @@ class _S3Upload(BufferedUpload):
 
     def _send_part(self, data: bytes) -> None:
         if self._upload_id is None:
+            if self._report is not None:  # recorded before S3 holds anything (base.STARTING)
+                self._report(STARTING)
+                self._starting = True
             try:
                 reply = self._client.create_multipart_upload(
                     Bucket=self._bucket, Key=self._key, **self._storage._extra_args
@@ -477,6 +506,7 @@ class _S3Upload(BufferedUpload):
             self._upload_id = reply["UploadId"]
             if self._report is not None:
                 self._report(self._upload_id)  # raising: the caller's abort discards it
+                self._starting = False
         try:
             number = len(self._parts) + 1
             part = self._client.upload_part(
@@ -553,6 +583,9 @@ class _S3Upload(BufferedUpload):
     def _discard(self) -> None:
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:
+            if self._starting:  # the creation failed: nothing to abort, nothing to record
+                self._starting = False
+                self._gone()
             return
         try:
             self._client.abort_multipart_upload(

@@ -174,6 +174,12 @@ class UploadSessions:
         """Ids of expired sessions, oldest first: candidates for `claim(..., expired=True)`."""
         return [session.upload_id for session in self.expired(limit)]
 
+    def backend_upload_ids(self) -> set[str]:
+        """The storage-side handles of every open session and stream record: what a sweep of
+        unrecorded uploads must leave alone (`Storage.discard_unrecorded`)."""
+        with self.database.transaction() as session:
+            return set(session.scalars(select(MultipartUploadRow.backend_upload_id).distinct()))
+
     def of_run(self, run_id: str) -> list[UploadSession]:
         with self.database.transaction() as session:
             rows = session.scalars(
