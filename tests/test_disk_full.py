@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,21 +24,13 @@ from artifactd.client import ArtifactClient
 from artifactd.protocol.errors import ResourceExhausted
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from waiting import wait_for
 
 from conftest import temp_upload_files, write_random
 from servers import ServerProcess, run_cli, start_server
 from small_disk import MiB, fill
 
 OUT_OF_SPACE = "no space left"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def sha(path: Path) -> str:

@@ -29,6 +29,7 @@ from artifactd.protocol.errors import ResourceExhausted
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
+from waiting import wait_for
 
 from conftest import temp_upload_files, write_random
 from servers import ServerProcess, start_server
@@ -44,15 +45,6 @@ def open_fds(pid: int) -> int:
 
 def temp_files(root: Path) -> list[str]:
     return temp_upload_files(root)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def header(path: str, size: int | None, **fields: Any) -> pb.UploadHeader:

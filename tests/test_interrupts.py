@@ -14,6 +14,7 @@ import pytest
 from artifactd.client import ArtifactClient
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from waiting import wait_for
 
 from conftest import visible_files
 from servers import ServerProcess, start_server
@@ -36,15 +37,6 @@ def temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob(".artifactd-*")]
 
 
-def wait_until(predicate: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_client_cancel_leaves_nothing_and_keeps_old_version(
     server: ServerProcess,
     stub: pb_grpc.ArtifactServiceStub,
@@ -63,7 +55,7 @@ def test_client_cancel_leaves_nothing_and_keeps_old_version(
     release.set()
     with pytest.raises(grpc.FutureCancelledError):
         future.result()
-    assert wait_until(lambda: not temp_files(server.root / prefix)), "temp file must be removed"
+    assert wait_for(lambda: not temp_files(server.root / prefix)), "temp file must be removed"
     assert (server.root / prefix / "model.bin").read_bytes() == b"version 1"
     assert [i.path for i in client.list_artifacts(prefix)] == [f"{prefix}/model.bin"]
 
@@ -76,12 +68,10 @@ def test_client_deadline_mid_upload_publishes_nothing(
         stub.LogArtifact(stalled_upload(f"{prefix}/new/deep.bin", sent, release), timeout=1.5)
     release.set()
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert wait_until(
+    assert wait_for(
         lambda: not (server.root / prefix).exists() or not visible_files(server.root / prefix)
     )
-    assert wait_until(lambda: not (server.root / prefix / "new").exists()), (
-        "made directories go too"
-    )
+    assert wait_for(lambda: not (server.root / prefix / "new").exists()), "made directories go too"
 
 
 def test_server_sigkill_mid_upload(tmp_path: Path) -> None:
@@ -135,7 +125,7 @@ def test_incomplete_uploads_of_a_crashed_server_are_swept(tmp_path: Path) -> Non
     os.utime(old, (day_ago, day_ago))
     server = start_server(root, tmp_path / "run")
     try:
-        assert wait_until(lambda: not old.exists())
+        assert wait_for(lambda: not old.exists())
         assert fresh.exists()
     finally:
         assert server.stop() == 0

@@ -120,6 +120,21 @@ def _tally(outputs: list[str]) -> tuple[Counter[str], list[int]]:
 def test_concurrent_collectors_delete_each_run_and_session_exactly_once(
     shared_uri: str, tmp_path: Path
 ) -> None:
+    """Four collector processes at once on one store: every run, experiment and expired session
+    is collected by exactly one of them. Each attempt checks all of that; the sweeps must also
+    have overlapped (two collectors swept sessions), or nothing concurrent was tested, and on a
+    loaded machine one process can happen to take them all: up to three attempts for that."""
+    swept: list[int] = []
+    for attempt in range(3):
+        swept = _collect_with_concurrent_collectors(
+            shared_uri, tmp_path / f"try-{attempt}", attempt
+        )
+        if sum(1 for count in swept if count) >= 2:
+            return
+    pytest.fail(f"in 3 attempts the sweeps never overlapped: sessions swept per collector {swept}")
+
+
+def _collect_with_concurrent_collectors(shared_uri: str, tmp_path: Path, attempt: int) -> list[int]:
     from artifactd_server.domain.multipart import Settings
     from artifactd_server.domain.resumable import ResumableUploads
     from artifactd_server.domain.roots import ArtifactRoots
@@ -139,8 +154,8 @@ def test_concurrent_collectors_delete_each_run_and_session_exactly_once(
     def resumable(ttl: float) -> ResumableUploads:
         return ResumableUploads(scopes, sessions, Settings(session_ttl=ttl))
 
-    live_exp = store.create_experiment("live", None, storage.uri)
-    doomed_exp = store.create_experiment("doomed", None, storage.uri)
+    live_exp = store.create_experiment(f"live-{attempt}", None, storage.uri)
+    doomed_exp = store.create_experiment(f"doomed-{attempt}", None, storage.uri)
     deleted_runs, live_runs = [], []
     for index in range(36):
         run = store.create_run(doomed_exp.experiment_id if index < 6 else live_exp.experiment_id)
@@ -225,7 +240,6 @@ def test_concurrent_collectors_delete_each_run_and_session_exactly_once(
     assert sum(swept_per_collector) == expected_swept, (
         f"sessions swept per collector {swept_per_collector} do not add up to {expected_swept}"
     )
-    assert sum(1 for s in swept_per_collector if s) >= 2, "the sweeps never overlapped"
 
     left = sessions.expired(limit=1000)
     assert left == [], "expired sessions were left behind"
@@ -241,7 +255,10 @@ def test_concurrent_collectors_delete_each_run_and_session_exactly_once(
     assert all("/active/" in f"/{k}" for k in kept), kept
     for run_id in deleted_runs:
         assert not any(f"/{run_id}/" in f"/{k}" for k in after), f"run {run_id} left files"
+    for session in active:  # the next attempt's sweeps count only its own sessions
+        sessions.close(session.upload_id)
     database.close()
+    return swept_per_collector
 
 
 def _stream_slowly(
