@@ -101,7 +101,8 @@ class Scene:
         return {
             "outside": tree(self.outside),
             "prefix": tree(self.root / self.prefix),
-            "root top level": sorted(os.listdir(self.root)),
+            # less the server's own owner marks, made at its first write (`storage/owners.py`)
+            "root top level": sorted(set(os.listdir(self.root)) - {".artifactd-owners"}),
             "root's parent": sorted(os.listdir(self.root.parent)),
         }
 
