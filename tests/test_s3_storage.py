@@ -27,6 +27,7 @@ from artifactd.protocol.errors import (
 )
 from artifactd.protocol.paths import ROOT, parse
 from artifactd_server.storage import open_storage
+from artifactd_server.storage.base import STARTING
 from artifactd_server.storage.s3 import PART_SIZE, S3Storage, s3_error, validate_endpoint_url
 
 from backend_servers import BUCKET, S3_REGION, S3Service, s3_server_env
@@ -273,9 +274,10 @@ def _uploads_of(client: Any, key: str) -> list[str]:
 def test_streamed_multipart_upload_reports_a_handle_another_process_can_abort_by(
     storage: S3Storage, s3_env: dict[str, str], prefix: str
 ) -> None:
-    """`Upload.on_cleanup_handle`: the multipart upload's id before its first part is stored,
-    None once completed or aborted; `discard_leftover` on another S3Storage (as a sweeper in
-    another replica) aborts one whose server is gone; a report that fails fails the write."""
+    """`Upload.on_cleanup_handle`: STARTING before the multipart upload is created, its id
+    before its first part is stored, None once completed or aborted; `discard_leftover` on
+    another S3Storage (as a sweeper in another replica) aborts one whose server is gone; a
+    report that fails, of either, fails the write and leaves nothing."""
     client: Any = storage.client
     data = os.urandom(PART_SIZE + 1000)
     digest = hashlib.sha256(data).hexdigest()
@@ -286,17 +288,17 @@ def test_streamed_multipart_upload_reports_a_handle_another_process_can_abort_by
     upload.write(data[:1000])
     assert reports == [], "one part's worth or less is only buffered: nothing to report"
     upload.write(data[1000:])
-    assert len(reports) == 1 and reports[0], reports
-    assert _uploads_of(client, f"unit/{prefix}/handles/done.bin") == [reports[0]]
+    assert len(reports) == 2 and reports[0] == STARTING and reports[1], reports
+    assert _uploads_of(client, f"unit/{prefix}/handles/done.bin") == [reports[1]]
     upload.commit(digest, overwrite=True)
-    assert reports[1:] == [None]
+    assert reports[2:] == [None]
     assert _uploads_of(client, f"unit/{prefix}/handles/done.bin") == []
 
     left: list[str | None] = []
     abandoned = storage.start_upload(parse("handles/left.bin"))
     abandoned.on_cleanup_handle(left.append)
     abandoned.write(data)
-    handle = left[0]
+    handle = left[1]
     assert handle is not None and _uploads_of(client, f"unit/{prefix}/handles/left.bin") == [handle]
     sweeper = S3Storage(storage.uri, environ=s3_env)
     try:
@@ -306,17 +308,19 @@ def test_streamed_multipart_upload_reports_a_handle_another_process_can_abort_by
     finally:
         sweeper.close()
     abandoned.abort()  # finds it gone, and reports that nothing is left
-    assert left == [handle, None]
+    assert left == [STARTING, handle, None]
 
-    def refuse(handle: str | None) -> None:
-        if handle is not None:
-            raise Unavailable("the backend store is away")
+    for refused_report in (STARTING, "the upload's id"):
 
-    refused = storage.start_upload(parse("handles/refused.bin"))
-    refused.on_cleanup_handle(refuse)
-    with pytest.raises(Unavailable):
-        refused.write(data)
-    refused.abort()
-    assert _uploads_of(client, f"unit/{prefix}/handles/refused.bin") == []
-    with pytest.raises(NotFound):
-        storage.stat(parse("handles/refused.bin"))
+        def refuse(handle: str | None, refused_report: str = refused_report) -> None:
+            if handle is not None and (handle == STARTING) == (refused_report == STARTING):
+                raise Unavailable("the backend store is away")
+
+        refused = storage.start_upload(parse("handles/refused.bin"))
+        refused.on_cleanup_handle(refuse)
+        with pytest.raises(Unavailable):
+            refused.write(data)
+        refused.abort()
+        assert _uploads_of(client, f"unit/{prefix}/handles/refused.bin") == [], refused_report
+        with pytest.raises(NotFound):
+            storage.stat(parse("handles/refused.bin"))
