@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -31,7 +32,7 @@ from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from artifactd.v1 import run_service_pb2 as rpb
 from artifactd.v1 import run_service_pb2_grpc as rpb_grpc
-from artifactd_server.store.database import normalize_uri
+from artifactd_server.store.database import Database, normalize_uri
 
 from private_databases import PrivateDatabase, PrivateMariaDB, PrivatePostgres
 from servers import start_server
@@ -248,3 +249,27 @@ def _run_rows(database: PrivateDatabase) -> int:
             return int(connection.execute(text("SELECT COUNT(*) FROM artifactd_runs")).scalar_one())
     finally:
         engine.dispose()
+
+
+def test_a_connection_the_database_dropped_is_logged_in_one_line(
+    database: PrivateDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection checked out when the database stops cannot be reset as it goes back to the
+    pool; SQLAlchemy logs that as an ERROR with the driver's traceback, once per connection,
+    in an outage the calls already report. The server's log gets one warning line instead."""
+    store = Database(database.uri, timeout=STORE_TIMEOUT_S)
+    try:
+        pooled = store.engine.pool.connect()  # as a Session holds it
+        cursor = pooled.cursor()
+        cursor.execute("SELECT 1")  # the driver begins a transaction the pool must roll back
+        cursor.close()
+        database.stop()
+        with caplog.at_level(logging.WARNING, logger="sqlalchemy.pool"):
+            pooled.close()  # back to the pool, which resets it
+        pool_records = [r for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
+        assert pool_records, "the pool did not report the connection it could not reset"
+        for record in pool_records:
+            assert record.exc_info is None and record.levelno == logging.WARNING, record
+            assert "a backend store connection was lost" in record.getMessage()
+    finally:
+        store.engine.dispose()

@@ -67,11 +67,42 @@ def outage_reason(exc: BaseException) -> str | None:
         return None
     if isinstance(exc, PoolTimeout):
         return "no connection to it became free in time (the database is slow or not answering)"
-    text = str(getattr(exc, "orig", None) or exc).lower()
+    return _reason_in(str(getattr(exc, "orig", None) or exc))
+
+
+def _reason_in(text: str) -> str:
+    text = text.lower()
     for needles, reason in _REASONS:
         if any(needle in text for needle in needles):
             return reason
     return "cannot reach it"
+
+
+class _PoolOutageLogs(logging.Filter):
+    """Turns the traceback SQLAlchemy's pool logs when it cannot reset or close a connection the
+    database dropped (ERROR "Exception during reset or similar", with the driver's own
+    OperationalError or InterfaceError) into one warning line. In an outage that happens for
+    every pooled connection; the calls themselves already answer UNAVAILABLE and the log says
+    the store is away, so a traceback per connection only buries that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        driver_outage = {"OperationalError", "InterfaceError"}  # DB-API names, any driver
+        if not isinstance(exc, _OUTAGES) and not any(
+            cls.__name__ in driver_outage for cls in type(exc).__mro__
+        ):
+            return True
+        reason = _reason_in(str(exc))
+        record.msg = f"{record.getMessage()}: a backend store connection was lost ({reason})"
+        record.args = None
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+_POOL_OUTAGE_LOGS = _PoolOutageLogs()
 
 
 def normalize_uri(uri: str) -> str:
@@ -123,6 +154,9 @@ class Database:
         except ImportError as exc:  # the dialect's driver: psycopg or PyMySQL, an extra each
             backend = make_url(url).get_backend_name()
             raise_missing_extra(f"a {backend} backend store", _EXTRAS.get(backend), exc)
+        pool_logger = getattr(self.engine.pool, "logger", None)
+        if isinstance(pool_logger, logging.Logger):  # not when echo_pool wraps it
+            pool_logger.addFilter(_POOL_OUTAGE_LOGS)  # once per logger: the same filter object
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
