@@ -19,12 +19,14 @@ from pathlib import Path
 import grpc
 import pytest
 
+from artifactd.client import ArtifactClient
 from artifactd.client.settings import ClientSettings
 from artifactd.protocol.grants import new_token, token_digest
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
 from test_auth import answer
-from test_hardening import open_fds, wait_for
+from test_hardening import open_fds
+from waiting import wait_for
 
 from servers import ServerProcess, start_server
 
@@ -192,6 +194,26 @@ def test_a_stream_carries_at_most_max_batch_files(limited: Limited) -> None:
     assert f"at most {MAX_BATCH} files" in results[-1].message
     listed = stub.ListArtifacts(pb.ListArtifactsRequest(path="batch"), metadata=limited.md("bob"))
     assert len(listed.files) == MAX_BATCH
+
+
+def test_the_client_sends_a_directory_in_streams_the_server_takes(
+    limited: Limited, tmp_path: Path
+) -> None:
+    """The Python client reads `max_batch_files` from GetCapabilities and splits a directory
+    into streams of at most that many files, so a lowered `--max-batch-files` costs streams,
+    not refused files."""
+    local = tmp_path / "tree"
+    (local / "sub").mkdir(parents=True)
+    names = [f"{n}.txt" for n in range(MAX_BATCH * 2)] + [f"sub/{n}.txt" for n in range(2)]
+    for name in names:
+        (local / name).write_bytes(name.encode())
+    settings = ClientSettings(token=limited.tokens["bob"], max_retries=0)
+    with ArtifactClient(limited.server.target, settings=settings) as client:
+        stored = client.log_artifacts(local, "split")
+        assert sorted(str(info.path) for info in stored) == sorted(f"split/{n}" for n in names)
+        for name in names:
+            with client.open_range(f"split/{name}") as reader:
+                assert reader.read(100) == name.encode()
 
 
 def test_a_packed_download_message_holds_at_most_a_bounded_number_of_files(

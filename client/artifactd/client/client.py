@@ -351,9 +351,11 @@ class ArtifactClient(Connection):
         capabilities = self._server_capabilities()  # not from gRPC's sending thread
         new_checksum = checksum_for(capabilities)
         pack_up_to = PACKED_FILE_MAX if capabilities.packed_files else -1
+        # as many files per stream as the server takes (`--max-batch-files`; 0: not advertised)
+        per_stream = min(BATCH_FILES, capabilities.max_batch_files or BATCH_FILES)
         with self._bar(total, root) as bar:
-            for start in range(0, len(files), BATCH_FILES):
-                batch = files[start : start + BATCH_FILES]
+            for start in range(0, len(files), per_stream):
+                batch = files[start : start + per_stream]
                 results = self._log_batch(batch, run, bar, new_checksum, pack_up_to)
                 for result, landed in results:
                     if landed is not None:
