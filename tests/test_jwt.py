@@ -168,3 +168,20 @@ def test_the_server_admits_a_jwt_by_its_roles(
         pytest.raises(Unauthenticated, match="expired"),
     ):
         client.list_artifacts("jwt")
+
+
+def _maps_cryptography(server: ServerProcess) -> bool:
+    """Whether the server process has `cryptography`'s compiled library mapped (PyJWT brings it)."""
+    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+    return any("/cryptography/" in line for line in maps.splitlines())
+
+
+def test_only_a_server_with_jwt_auth_loads_pyjwt(jwt_server: ServerProcess, tmp_path: Path) -> None:
+    """PyJWT and `cryptography` cost every server about 11 MiB of resident memory: a server
+    without `--auth-jwks-file` (the default) never imports them."""
+    assert _maps_cryptography(jwt_server), "the JWT server verifies with cryptography"
+    plain = start_server(tmp_path / "store", tmp_path / "run")
+    try:
+        assert not _maps_cryptography(plain), "a server without JWT auth loaded cryptography"
+    finally:
+        assert plain.stop() == 0, plain.log_text()
