@@ -448,7 +448,7 @@ def test_message_size_limit_is_bounded(stub: pb_grpc.ArtifactServiceStub, prefix
 def test_messages_up_to_the_limit_pass_the_fixed_upload_window(
     server: ServerProcess, prefix: str
 ) -> None:
-    """The server's per-stream receive window is 4 MiB (limits.UPLOAD_WINDOW); messages up to
+    """The server's per-stream receive window is 2 MiB (limits.UPLOAD_WINDOW); messages up to
     the advertised 16 MiB still arrive whole."""
     chunk = os.urandom(16 * MiB - 64 * KiB)
     with grpc.insecure_channel(

@@ -34,7 +34,7 @@ PACKED_MAX_FILES = 1_000
 """Most files one packed DownloadArtifacts message holds: a directory of empty files never
 fills `CHUNK_SIZE`, and their FileInfos alone would otherwise grow one message without bound."""
 
-UPLOAD_WINDOW = 4 * MiB
+UPLOAD_WINDOW = 2 * MiB
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,13 @@ def _ms(seconds: float) -> int:
 
 
 GRPC_OPTIONS: list[tuple[str, int]] = [
-    # Each upload stream's receive window is a fixed 4 MiB instead of what gRPC's bandwidth
+    # Each upload stream's receive window is a fixed 2 MiB instead of what gRPC's bandwidth
     # probe grows it to: with the probe, uploads that outran the server's disk piled up in its
     # memory (4 concurrent 1 GiB uploads: peak RSS 352-404 MB; measured here with a fixed
-    # window: 140-153 MB and 15 % faster; one upload as fast, 3.5-3.6 s per GiB either way).
+    # 4 MiB window: 140-153 MB and 15 % faster; one upload as fast, 3.5-3.6 s per GiB either
+    # way). 2 MiB (two 1 MiB messages) against 4 MiB, alternating on one server: 4 concurrent
+    # 1 GiB uploads peaked 14 MiB lower (144-156 against 158-170 MiB) in the same 5.5-5.9 s, and
+    # one 1 GiB upload took 1.41-1.69 s against 1.40-1.58 s (medians of 5, within the noise).
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", UPLOAD_WINDOW),
 ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
+from artifactd.protocol.malloc import idle_trim
 from artifactd_server.domain import identity
 from artifactd_server.observability.metrics import Metrics
 
@@ -100,6 +101,7 @@ class Call:
         self._start = time.perf_counter()
         if method.streaming:
             method.active.inc()
+            idle_trim.started()
 
     def taking_notes(self) -> AbstractContextManager[identity.CallNotes]:
         """While inner layers run: what they learn about the call (the principal) is kept."""
@@ -126,6 +128,7 @@ class Call:
             method.sent.inc(self.bytes_out)
         if method.streaming:
             method.active.dec()
+            idle_trim.ended(self.bytes_in + self.bytes_out)
         _log(self, code, seconds)
 
     @property
