@@ -9,6 +9,7 @@ many places at once. Both knobs exist only in glibc; elsewhere these functions d
 from __future__ import annotations
 
 import ctypes
+import functools
 import threading
 
 from artifactd.protocol.environment import TUNE_MALLOC
@@ -19,22 +20,28 @@ _M_ARENA_MAX = -8
 _tuned = False
 _lock = threading.Lock()
 TRIM_AFTER_BYTES = 256 * 1024 * 1024
-"""Bytes a server moves between two `malloc_trim` calls at most (see `IdleTrim`)."""
+"""Least bytes a server moves between two `malloc_trim` calls (see `IdleTrim`)."""
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, loaded once; None where there is none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - glibc's own functions, absent elsewhere
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _mallopt(param: int, value: int) -> bool:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        return bool(libc.mallopt(param, value))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(param, value))
 
 
 def _malloc_trim() -> bool:
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 class IdleTrim:
@@ -45,8 +52,9 @@ class IdleTrim:
     resident while the server is idle, and transfer after transfer the idle RSS crept up (a
     benchmark's 4 concurrent 1 GiB uploads, repeated after other work, peaked at 179, 187, 188
     and 192 MiB). `malloc_trim(0)` when no stream is left and at least `after_bytes` moved since
-    the last trim returns it: a few milliseconds per hundreds of MiB moved, never during a
-    transfer, and a server moving many small files at once never trims between them.
+    the last trim returns it. One trim took 0.4 ms here; it runs as a stream's call ends, never
+    while one is in progress, and a server moving many small files at once never trims between
+    them.
     """
 
     def __init__(self, after_bytes: int = TRIM_AFTER_BYTES) -> None:

@@ -6,6 +6,10 @@ resets `identity.current()` when it returns, before this outer layer could read 
 A call ends exactly once, whichever comes first: the handler returns or raises (abort included),
 its response stream is exhausted or dropped, or gRPC reports the call terminated (client
 cancellation, deadline expiry) through `add_callback`.
+
+Because this is the one place that sees every stream start and end exactly once, it also tells
+the process heap (`artifactd.protocol.malloc.idle_trim`) when streams start and end, so the heap
+can be trimmed once the server is idle.
 """
 
 from __future__ import annotations
