@@ -20,7 +20,7 @@ refusal is one warning line, no traceback, and a count in `artifactd_undecodable
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -87,25 +87,69 @@ def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 
 def undefined_enum(message: Message, prefix: str = "") -> tuple[str, int] | None:
     """The first enum field (dotted name, value) holding a number its enum does not define."""
-    if not _has_enums(message.DESCRIPTOR):
-        return None
-    for field, value in message.ListFields():
-        name = f"{prefix}{field.name}"
-        values = value if is_repeated(field) else (value,)
-        if field.type == FieldDescriptor.TYPE_ENUM:
-            assert field.enum_type is not None
-            for number in values:
-                if number not in field.enum_type.values_by_number:
-                    return name, number
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type is not None and field.message_type.GetOptions().map_entry:
-                values = value.values()  # a map: its values are the messages
-            for item in values:
-                if isinstance(item, Message):
-                    found = undefined_enum(item, f"{name}.")
-                    if found is not None:
-                        return found
+    for name, field, kind in _plan(message.DESCRIPTOR):
+        value = getattr(message, name)
+        if kind == "message":
+            if message.HasField(name):
+                found = undefined_enum(value, f"{prefix}{name}.")
+                if found is not None:
+                    return found
+            continue
+        if kind == "enum":
+            numbers: Iterable[int] = (value,)
+        elif kind in ("enums", "enum_map"):
+            numbers = value.values() if kind == "enum_map" else value
+        else:  # "messages", "message_map": each one may hold an enum
+            for item in value.values() if kind == "message_map" else value:
+                found = undefined_enum(item, f"{prefix}{name}.")
+                if found is not None:
+                    return found
+            continue
+        defined = _enum_of(field).values_by_number
+        for number in numbers:
+            if number not in defined:
+                return f"{prefix}{name}", number
     return None
+
+
+def _enum_of(field: FieldDescriptor) -> Any:
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return field.enum_type
+    entry = field.message_type  # a map of enums: its entries' value field
+    assert entry is not None
+    return entry.fields_by_name["value"].enum_type
+
+
+_Step = tuple[str, FieldDescriptor, str]
+_PLANS: dict[Any, tuple[_Step, ...]] = {}
+
+
+def _plan(descriptor: Any) -> tuple[_Step, ...]:
+    """The fields of a message type that can hold an enum, each with how to read it (cached).
+
+    Checked on every request message, each packed file of a directory upload included: going
+    through only these fields, not `ListFields` and the whole tree, cost a tenth as much.
+    """
+    plan = _PLANS.get(descriptor)
+    if plan is not None:
+        return plan
+    steps: list[_Step] = []
+    for field in descriptor.fields:
+        repeated = is_repeated(field)
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            steps.append((field.name, field, "enums" if repeated else "enum"))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+            inner = field.message_type
+            if inner.GetOptions().map_entry:
+                value = inner.fields_by_name["value"]
+                if value.type == FieldDescriptor.TYPE_ENUM:
+                    steps.append((field.name, field, "enum_map"))
+                elif value.message_type is not None and _has_enums(value.message_type):
+                    steps.append((field.name, field, "message_map"))
+            elif _has_enums(inner):
+                steps.append((field.name, field, "messages" if repeated else "message"))
+    _PLANS[descriptor] = plan = tuple(steps)
+    return plan
 
 
 _ENUMS: dict[Any, bool] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
@@ -35,6 +35,9 @@ paid once per many files."""
 GROUPS_IN_FLIGHT = 2
 """Groups being prepared while the next one forms. Bounds the descriptors one stream holds
 (each sealed file keeps its own open until published) to about 3 times `GROUP_FILES`."""
+
+_Target = tuple[Storage, tuple[str, ...]]
+"""Where a file is published: its storage, and its path's segments there."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,17 @@ class BatchPublisher:
         self._in_flight: deque[_Group] = deque()
         self.outcomes: list[Outcome] = []
         self._published: dict[Storage, list[ArtifactPath]] = {}
+        self._waiting: Counter[_Target] = Counter()
+        """Where the sealed files not yet settled will be published: `before_open` looks a new
+        file's parent directories up here, instead of scanning every waiting file (which made
+        a 1,000-file stream cost 0.15 s of CPU in that scan alone)."""
 
     def add(self, event: FileEvent) -> None:
         group = self._forming
         group.events.append(event)
         if event.sealed is not None:
             group.bytes += event.sealed.size
+            self._waiting[_target_of(event.sealed)] += 1
         if len(group.events) >= GROUP_FILES or group.bytes >= GROUP_BYTES:
             self._hand_off()
             while len(self._in_flight) > GROUPS_IN_FLIGHT:
@@ -83,9 +91,8 @@ class BatchPublisher:
         their finish arrives (the proto's promise), so a file below a path still waiting to be
         published sees that path published first: `f` then `f/g` stores `f` and refuses
         `f/g`, as two uploads one by one would."""
-        target = (spec.scope.storage, spec.scope.full(spec.path))
-        waiting = [self._forming, *self._in_flight]
-        if any(_is_ancestor(event, target) for group in waiting for event in group.events):
+        storage, parts = spec.scope.storage, spec.scope.full(spec.path).parts
+        if any((storage, parts[:depth]) in self._waiting for depth in range(1, len(parts))):
             self._hand_off()
             while self._in_flight:
                 self._settle_oldest()
@@ -118,6 +125,12 @@ class BatchPublisher:
         except BaseException:
             self._in_flight.appendleft(group)  # its files are discarded by `finish`
             raise
+        for event in group.events:
+            if event.sealed is not None:
+                target = _target_of(event.sealed)
+                self._waiting[target] -= 1
+                if self._waiting[target] <= 0:
+                    del self._waiting[target]
         for index, event in enumerate(group.events):
             if event.sealed is None:
                 assert event.error is not None
@@ -151,6 +164,7 @@ class BatchPublisher:
         groups = [*self._in_flight, self._forming]
         self._in_flight.clear()
         self._forming = _Group()
+        self._waiting.clear()
         for group in groups:
             if group.prepared is not None:
                 with contextlib.suppress(BaseException):
@@ -178,11 +192,6 @@ def _prepare(sealed: list[Sealed]) -> list[BaseException | None]:
     return failures
 
 
-def _is_ancestor(event: FileEvent, target: tuple[Storage, ArtifactPath]) -> bool:
-    """Whether `event`'s file, once published, is a parent directory's name of `target`."""
-    storage, path = target
-    sealed, scope = event.sealed, event.scope
-    if sealed is None or scope is None or scope.storage is not storage:
-        return False
-    mine = sealed.path
-    return len(mine.parts) < len(path.parts) and path.is_relative_to(mine)
+def _target_of(sealed: Sealed) -> _Target:
+    """Where a sealed file will be published: its storage and path segments there."""
+    return sealed.storage, sealed.path.parts

@@ -104,7 +104,7 @@ class LocalStorage(Storage, ResumableWrites):
 
     def start_upload(self, path: ArtifactPath) -> Upload:
         # The owner's id in the name lets a start-up sweep remove it once its process is dead.
-        return self._create_temp(path, f"{owners.for_root(self._root).id}-{uuid.uuid4().hex}")
+        return self._create_temp(path, owners.for_root(self._root).upload_name())
 
     def _create_temp(self, path: ArtifactPath, token: str, *, keep: bool = False) -> _LocalUpload:
         """Opens a new hidden temporary file for `path` (`keep`: an abort keeps its bytes)."""

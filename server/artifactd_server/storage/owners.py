@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import threading
@@ -39,10 +40,17 @@ class OwnerMark:
         os.makedirs(directory, exist_ok=True)
         self.id = uuid.uuid4().hex[:16]
         self.pid = os.getpid()
+        self._uploads = itertools.count()
         self._path = os.path.join(directory, f"{self.id}{_SUFFIX}")
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(self._fd, f"pid {self.pid}\n".encode())
+
+    def upload_name(self) -> str:
+        """`<owner id>-<n>`, a name no other upload of any process takes: the id is this
+        process's, `n` counts its uploads. (A uuid4 per file cost a `getrandom`, which gives
+        the GIL away, on the thread receiving a directory upload.)"""
+        return f"{self.id}-{next(self._uploads):x}"
 
     def release(self) -> None:
         """Removes the mark and drops its lock: this process writes no more temporary files
