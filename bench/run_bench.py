@@ -188,10 +188,11 @@ def byte_compile_artifactd(s: Settings) -> None:
     about 40 modules again, 50-60 ms here that no installed user pays; MLflow's venv is a
     regular install, compiled already."""
     code = (
-        "import compileall, artifactd, artifactd_server\n"
+        "import compileall, os, artifactd, artifactd_server\n"
         "for package in (artifactd, artifactd_server):\n"
-        "    for folder in package.__path__:\n"
-        "        compileall.compile_dir(folder, quiet=1)\n"
+        "    for folder in package.__path__:  # an editable install adds its finder's hook\n"
+        "        if os.path.isdir(folder):\n"
+        "            compileall.compile_dir(folder, quiet=1)\n"
     )
     subprocess.run([str(s.artifactd_venv / "bin" / "python"), "-c", code], check=True)
 
