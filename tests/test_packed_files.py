@@ -96,6 +96,40 @@ def test_packed_files_are_checked_and_published_one_by_one_in_stream_order(
     assert sorted(visible_files(root)) == ["a.bin", "b.bin", "f", "split.bin"]
 
 
+def test_a_file_waits_for_every_waiting_file_that_names_one_of_its_directories(
+    stub: pb_grpc.ArtifactServiceStub, prefix: str, server: ServerProcess
+) -> None:
+    """However deep below a file still waiting to be published, and whichever of two waiting
+    files of one path: the later file sees them published first. A file that failed never
+    waits, so a file below its name is stored."""
+    messages = [
+        pb.LogArtifactsRequest(files=[
+            packed(f"{prefix}/x", b"x"),
+            packed(f"{prefix}/x/y/z", b"three levels below a file"),
+            packed(f"{prefix}/bad", b"b", sha256="0" * 64),
+            packed(f"{prefix}/bad/ok", b"below a failed file"),
+            packed(f"{prefix}/twice", b"1"),
+            packed(f"{prefix}/twice", b"2"),
+            packed(f"{prefix}/twice/below", b"below a path sent twice"),
+        ]),
+    ]  # fmt: skip
+    results = stub.LogArtifacts(iter(messages), timeout=30).results
+    refused = code(grpc.StatusCode.FAILED_PRECONDITION)
+    assert [(r.path, r.code) for r in results] == [
+        (f"{prefix}/x", OK),
+        (f"{prefix}/x/y/z", refused),
+        (f"{prefix}/bad", code(grpc.StatusCode.DATA_LOSS)),
+        (f"{prefix}/bad/ok", OK),
+        (f"{prefix}/twice", OK),
+        (f"{prefix}/twice", OK),
+        (f"{prefix}/twice/below", refused),
+    ]
+    root = server.root / prefix
+    assert (root / "x").read_bytes() == b"x"
+    assert (root / "bad" / "ok").read_bytes() == b"below a failed file"
+    assert (root / "twice").read_bytes() == b"2"
+
+
 @pytest.mark.parametrize(
     ("messages", "says"),
     [
