@@ -417,8 +417,14 @@ class DirectDownload(_DirectTransfer):
         size, chunk = reply.file.file_size, self._settings.download_chunk_size
         temp = temporary_name(target)
         http = _http()
-        with open(temp, "wb") as fh:
-            fh.truncate(size)
+        # a new file, never one found there (O_EXCL refuses a planted name or symlink)
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+        )
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
         ranges = _ranges(size, chunk, self._settings.workers)
         expected = reply.file.sha256 or None
         digest = _InOrderDigest(temp, ranges) if expected else None
@@ -502,7 +508,7 @@ class _RangeWriter:
     """
 
     def __init__(self, path: str, digest: _InOrderDigest | None) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        self._fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._digest = digest
         self._queue: queue.Queue[tuple[int, int, bytes] | None] = queue.Queue(maxsize=16)
         self._error: OSError | None = None

@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import itertools
 import os
-import secrets
+import uuid
 
 from artifactd.protocol.background import BACKGROUND_WRITE_THRESHOLD, BackgroundConsumer
 from artifactd.protocol.directio import SequentialWriter
@@ -53,31 +52,12 @@ class Destination:
         return os.path.join(self.directory(parts[:-1]), parts[-1])
 
 
-class _UniqueTokens:
-    """Tokens no other process or call draws: a random prefix per process (a forked child
-    draws its own) and a counter. Not a uuid4 per file: its `getrandom` gives the GIL away,
-    and the thread writing a directory download's small files waited to get it back once per
-    file."""
-
-    def __init__(self) -> None:
-        self.renew()
-        os.register_at_fork(after_in_child=self.renew)
-
-    def renew(self) -> None:
-        self._prefix = secrets.token_hex(6)
-        self._counter = itertools.count()
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
-
-
-_tokens = _UniqueTokens()
-
-
 def temporary_name(target: str) -> str:
     """A hidden name next to `target` for its download in progress."""
     directory, name = os.path.split(target)
-    return os.path.join(directory, f"{RESERVED_PREFIX}{_tokens.next()}-{name}"[:255])
+    # random per file, not a counter: a name nobody can guess is one nobody can plant a
+    # symlink at ahead of the download
+    return os.path.join(directory, f"{RESERVED_PREFIX}{uuid.uuid4().hex[:12]}-{name}"[:255])
 
 
 def publish_verified(temp: str, target: str, size: int, sha256: str | None) -> None:
