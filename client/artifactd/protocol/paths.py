@@ -135,8 +135,8 @@ def _parse(path: str, allow_root: bool, what: str) -> ArtifactPath:
 
 
 def check_every_reading(path: str, what: str = "path") -> None:
-    """The general check: every reading of `path` passes the grammar (`parse` takes a shortcut
-    for plain ASCII paths, which must agree with this; tests/test_paths.py checks it does)."""
+    """The general check: every reading of `path` passes the grammar. `parse` takes a shortcut
+    for plain ASCII paths, which must agree with this (tests/test_path_properties.py)."""
     for form in _decoded_forms(path, what):
         _check_form(form, path, what)
 

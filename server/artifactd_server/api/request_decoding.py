@@ -20,7 +20,7 @@ refusal is one warning line, no traceback, and a count in `artifactd_undecodable
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -87,40 +87,31 @@ def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 
 def undefined_enum(message: Message, prefix: str = "") -> tuple[str, int] | None:
     """The first enum field (dotted name, value) holding a number its enum does not define."""
-    for name, field, kind in _plan(message.DESCRIPTOR):
+    for name, kind, defined in _plan(message.DESCRIPTOR):
         value = getattr(message, name)
         if kind == "message":
-            if message.HasField(name):
-                found = undefined_enum(value, f"{prefix}{name}.")
-                if found is not None:
-                    return found
+            inner = (value,) if message.HasField(name) else ()
+        elif kind == "messages":
+            inner = value
+        elif kind == "message_map":
+            inner = value.values()
+        else:  # an enum, repeated enums or a map of enums: their numbers, checked here
+            numbers = (
+                (value,) if kind == "enum" else value.values() if kind == "enum_map" else value
+            )
+            for number in numbers:
+                if number not in defined:
+                    return f"{prefix}{name}", number
             continue
-        if kind == "enum":
-            numbers: Iterable[int] = (value,)
-        elif kind in ("enums", "enum_map"):
-            numbers = value.values() if kind == "enum_map" else value
-        else:  # "messages", "message_map": each one may hold an enum
-            for item in value.values() if kind == "message_map" else value:
-                found = undefined_enum(item, f"{prefix}{name}.")
-                if found is not None:
-                    return found
-            continue
-        defined = _enum_of(field).values_by_number
-        for number in numbers:
-            if number not in defined:
-                return f"{prefix}{name}", number
+        for item in inner:
+            found = undefined_enum(item, f"{prefix}{name}.")
+            if found is not None:
+                return found
     return None
 
 
-def _enum_of(field: FieldDescriptor) -> Any:
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        return field.enum_type
-    entry = field.message_type  # a map of enums: its entries' value field
-    assert entry is not None
-    return entry.fields_by_name["value"].enum_type
-
-
-_Step = tuple[str, FieldDescriptor, str]
+_Step = tuple[str, str, Any]
+"""A field's name, how to read it, and for enum kinds the numbers its enum defines."""
 _PLANS: dict[Any, tuple[_Step, ...]] = {}
 
 
@@ -137,17 +128,18 @@ def _plan(descriptor: Any) -> tuple[_Step, ...]:
     for field in descriptor.fields:
         repeated = is_repeated(field)
         if field.type == FieldDescriptor.TYPE_ENUM:
-            steps.append((field.name, field, "enums" if repeated else "enum"))
+            kind = "enums" if repeated else "enum"
+            steps.append((field.name, kind, field.enum_type.values_by_number))
         elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             inner = field.message_type
             if inner.GetOptions().map_entry:
                 value = inner.fields_by_name["value"]
                 if value.type == FieldDescriptor.TYPE_ENUM:
-                    steps.append((field.name, field, "enum_map"))
+                    steps.append((field.name, "enum_map", value.enum_type.values_by_number))
                 elif value.message_type is not None and _has_enums(value.message_type):
-                    steps.append((field.name, field, "message_map"))
+                    steps.append((field.name, "message_map", None))
             elif _has_enums(inner):
-                steps.append((field.name, field, "messages" if repeated else "message"))
+                steps.append((field.name, "messages" if repeated else "message", None))
     _PLANS[descriptor] = plan = tuple(steps)
     return plan
 
