@@ -454,6 +454,42 @@ def test_commands_are_listed_and_loaded_lazily() -> None:
     assert "loaded: []" in done.stdout, (done.stdout, done.stderr)
 
 
+def test_a_transfer_without_a_terminal_imports_no_progress_bar(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """tqdm and the error-detail messages cost a CLI command 30 ms of start-up: a transfer
+    whose stderr is not a terminal shows no bar and, when nothing fails, reads no detail."""
+    write_random(tmp_path / "imgs" / "a.bin", 10_000)
+    write_random(tmp_path / "imgs" / "b.bin", 20_000)
+    probe = (
+        "import sys\n"
+        "from artifactd.cli.main import cli\n"
+        "try:\n"
+        "    cli(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "lazy = ('tqdm', 'google.rpc.error_details_pb2')\n"
+        "print('loaded:', [m for m in lazy if m in sys.modules])\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TOP / "server"), str(TOP / "client")]),
+        "ARTIFACTD_SERVER": server.target,
+    }
+    commands = [
+        ["artifacts", "log", str(tmp_path / "imgs"), "--artifact-path", "lazy"],
+        ["artifacts", "download", "lazy", "--dst", str(tmp_path / "back")],
+    ]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *command],
+            capture_output=True, text=True, timeout=60, check=False, env=env,
+        )  # fmt: skip
+        assert "loaded: []" in done.stdout, (command, done.stdout, done.stderr)
+    back = tmp_path / "back" / "lazy"
+    assert sorted(p.name for p in back.iterdir()) == ["a.bin", "b.bin"]
+
+
 def test_cli_lifecycle_and_gc_on_every_backend_store(
     store_server: ServerProcess, database_uri: str, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,11 +20,11 @@ from unittest import mock
 
 import grpc
 import pytest
-from tqdm import tqdm
 
 from artifactd.client import ArtifactClient
 from artifactd.client.client import _TreeDownload
 from artifactd.client.localfiles import Destination
+from artifactd.client.progress import NoProgress
 from artifactd.protocol.errors import DataLoss, InvalidArgument
 from artifactd.protocol.paths import ROOT, parse
 from artifactd.v1 import artifact_service_pb2 as pb
@@ -253,16 +254,20 @@ def test_packed_downloads_carry_the_same_tree_in_fewer_messages(
 # -- the group commit, in process: faults no real disk produces on demand ---------------------
 
 
-def sealed_events(storage: LocalStorage, names: list[str]) -> list[FileEvent]:
-    """Files received and checked, waiting to be published, as a LogArtifacts stream makes."""
+def sealed_events(
+    storage: LocalStorage, names: list[str], contents: list[bytes] | None = None
+) -> list[FileEvent]:
+    """Files received and checked, waiting to be published, as a LogArtifacts stream makes;
+    each holds its name unless `contents` says otherwise."""
     scope = Scope(storage=storage, base=ROOT)
     events = []
-    for name in names:
+    for index, name in enumerate(names):
         path = parse(name)
+        data = contents[index] if contents is not None else name.encode()
         upload = storage.start_upload(path)
-        upload.write(name.encode())
-        digest = hashlib.sha256(name.encode()).hexdigest()
-        sealed = Sealed(upload, digest, True, None, path, storage, len(name))
+        upload.write(data)
+        digest = hashlib.sha256(data).hexdigest()
+        sealed = Sealed(upload, digest, True, None, path, storage, len(data))
         events.append(FileEvent(name, sealed=sealed, scope=scope))
     return events
 
@@ -324,6 +329,65 @@ def test_a_failed_syncfs_fails_its_whole_group_and_leaves_nothing(tmp_path: Path
     assert descriptors_under(tmp_path) == []
 
 
+def test_groups_publish_in_arrival_order_on_a_pool_of_many_threads(tmp_path: Path) -> None:
+    """Groups are prepared and published on the pool: a later group whose preparation ends
+    first still waits for the earlier one, so a path sent twice ends with the later bytes."""
+    storage = LocalStorage(tmp_path)
+    size = batches.GROUP_FILES
+    names = ["same", *(f"a/f{n:02d}" for n in range(size - 1)), "same", "b/last"]
+    contents = [b"first", *(name.encode() for name in names[1:size]), b"second", b"last"]
+    prepare = storage.prepare_group
+    calls: list[int] = []
+
+    def first_group_slow(uploads: list[tuple[object, str]]) -> list[BaseException | None]:
+        calls.append(len(uploads))
+        if len(calls) == 1:
+            time.sleep(0.5)  # the second group's preparation is over long before
+        return prepare(uploads)  # type: ignore[arg-type]
+
+    with (
+        ThreadPoolExecutor(4) as pool,
+        mock.patch.object(storage, "prepare_group", side_effect=first_group_slow),
+    ):
+        publisher = batches.BatchPublisher(pool)
+        for event in sealed_events(storage, names, contents):
+            publisher.add(event)
+        publisher.finish()
+    assert calls == [size, 2]
+    assert [o.error for o in publisher.outcomes] == [None] * len(names)
+    assert [o.path for o in publisher.outcomes] == names
+    assert (tmp_path / "same").read_bytes() == b"second"
+    storage.close()  # its owner mark
+    assert descriptors_under(tmp_path) == []
+
+
+def test_a_group_after_one_that_crashed_publishes_nothing(tmp_path: Path) -> None:
+    """A crash while settling a group (no per-file error: the task itself raised) fails the
+    stream; the groups after it, already on the pool, publish nothing and hold nothing."""
+    storage = LocalStorage(tmp_path)
+    names = [f"d/f{n:03d}" for n in range(3 * batches.GROUP_FILES)]
+    prepare = storage.prepare_group
+
+    def first_group_crashes(uploads: list[tuple[object, str]]) -> list[BaseException | None]:
+        if any(str(upload.path) == names[0] for upload, _ in uploads):  # type: ignore[attr-defined]
+            time.sleep(0.3)  # the later groups are prepared and waiting by then
+            raise RuntimeError("crash while preparing")
+        return prepare(uploads)  # type: ignore[arg-type]
+
+    with (
+        ThreadPoolExecutor(4) as pool,
+        mock.patch.object(storage, "prepare_group", side_effect=first_group_crashes),
+    ):
+        publisher = batches.BatchPublisher(pool)
+        with pytest.raises(RuntimeError, match="crash while preparing"):
+            for event in sealed_events(storage, names):
+                publisher.add(event)
+            publisher.finish()
+    assert stored(tmp_path) == []
+    storage.close()  # its owner mark
+    assert descriptors_under(tmp_path) == []
+
+
 def test_group_sync_is_used_only_where_it_is_as_durable_as_fsync(tmp_path: Path) -> None:
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(
@@ -363,7 +427,7 @@ def test_a_packed_file_that_fails_verification_is_never_published(tmp_path: Path
 
     files = [entry(f"d/{n:02d}", b"x" * n) for n in range(80)]
     files[40] = entry("d/40", b"tampered", hashlib.sha256(b"original").hexdigest())
-    tree = _TreeDownload(parse("d"), Destination(str(tmp_path)), tqdm(disable=True), False)
+    tree = _TreeDownload(parse("d"), Destination(str(tmp_path)), NoProgress(), False)
     with pytest.raises(DataLoss, match="sha256"):
         try:
             tree.receive(pb.DownloadArtifactsResponse(files=files))
@@ -376,7 +440,7 @@ def test_a_packed_file_that_fails_verification_is_never_published(tmp_path: Path
     for name in written:
         assert (tmp_path / "d" / name).read_bytes() == b"x" * int(name)
 
-    tree = _TreeDownload(parse("d"), Destination(str(tmp_path / "2")), tqdm(disable=True), False)
+    tree = _TreeDownload(parse("d"), Destination(str(tmp_path / "2")), NoProgress(), False)
     with pytest.raises(InvalidArgument):
         try:
             tree.receive(pb.DownloadArtifactsResponse(files=[entry("d/../../escape", b"x")]))
