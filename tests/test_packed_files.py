@@ -330,8 +330,9 @@ def test_a_failed_syncfs_fails_its_whole_group_and_leaves_nothing(tmp_path: Path
 
 
 def test_groups_publish_in_arrival_order_on_a_pool_of_many_threads(tmp_path: Path) -> None:
-    """Groups are prepared and published on the pool: a later group whose preparation ends
-    first still waits for the earlier one, so a path sent twice ends with the later bytes."""
+    """Groups are prepared on the pool concurrently: a later group whose preparation ends
+    first is still published after the earlier one, so a path sent twice ends with the later
+    bytes."""
     storage = LocalStorage(tmp_path)
     size = batches.GROUP_FILES
     names = ["same", *(f"a/f{n:02d}" for n in range(size - 1)), "same", "b/last"]
@@ -362,8 +363,9 @@ def test_groups_publish_in_arrival_order_on_a_pool_of_many_threads(tmp_path: Pat
 
 
 def test_a_group_after_one_that_crashed_publishes_nothing(tmp_path: Path) -> None:
-    """A crash while settling a group (no per-file error: the task itself raised) fails the
-    stream; the groups after it, already on the pool, publish nothing and hold nothing."""
+    """A crash while settling a group (no per-file error: its preparation itself raised)
+    fails the stream; the groups after it, already prepared on the pool, publish nothing and
+    hold nothing."""
     storage = LocalStorage(tmp_path)
     names = [f"d/f{n:03d}" for n in range(3 * batches.GROUP_FILES)]
     prepare = storage.prepare_group
@@ -379,10 +381,13 @@ def test_a_group_after_one_that_crashed_publishes_nothing(tmp_path: Path) -> Non
         mock.patch.object(storage, "prepare_group", side_effect=first_group_crashes),
     ):
         publisher = batches.BatchPublisher(pool)
+        events = sealed_events(storage, names)
         with pytest.raises(RuntimeError, match="crash while preparing"):
-            for event in sealed_events(storage, names):
-                publisher.add(event)
-            publisher.finish()
+            try:  # as LogArtifacts does: `finish` however the stream ended
+                for event in events:
+                    publisher.add(event)
+            finally:
+                publisher.finish()
     assert stored(tmp_path) == []
     storage.close()  # its owner mark
     assert descriptors_under(tmp_path) == []

@@ -5,13 +5,10 @@ thread pool cost about 30 futex calls per file (the submit, the wait for its res
 GIL passing between the pool's threads and the receiving one), and those hand-offs, not the
 disk, set the pace. So the files that arrive are collected into groups (`GROUP_FILES` files or
 `GROUP_BYTES` bytes); each group is one task on the committer pool, which prepares its files
-(digest, fsync: `Storage.prepare_group`) while the next group arrives, then publishes them (the
-rename) once the stream's previous group is published: files are published in arrival order. A
-path sent twice ends with the later file, and a file published under a name another file of
-the stream still waits to take as a directory sees that directory's file first, exactly as
-uploads one by one would. The receiving thread only collects the outcomes, and spends its time
-on the next files' bytes: on 1,000 files of 16 KiB, publishing had taken a fifth of its busy
-time, while the pool's thread was mostly idle.
+(digest, fsync: `Storage.prepare_group`) while the next group arrives. The receiving thread then
+publishes the group's files (the rename) in arrival order: a path sent twice ends with the
+later file, and a file published under a name another file of the stream still waits to take
+as a directory sees that directory's file first, exactly as uploads one by one would.
 """
 
 from __future__ import annotations
@@ -57,8 +54,7 @@ class _Group:
     def __init__(self) -> None:
         self.events: list[FileEvent] = []
         self.bytes = 0
-        self.settled: Future[list[Outcome]] | None = None
-        """The pool's task preparing and publishing the group: one outcome per event."""
+        self.prepared: Future[list[BaseException | None]] | None = None
 
 
 class BatchPublisher:
@@ -117,15 +113,15 @@ class BatchPublisher:
         group, self._forming = self._forming, _Group()
         if not group.events:
             return
-        previous = self._in_flight[-1].settled if self._in_flight else None
-        group.settled = self._committer.submit(_settle, group.events, previous)
+        sealed = [event.sealed for event in group.events if event.sealed is not None]
+        if sealed:
+            group.prepared = self._committer.submit(_prepare, sealed)
         self._in_flight.append(group)
 
     def _settle_oldest(self) -> None:
         group = self._in_flight.popleft()
-        assert group.settled is not None
         try:
-            outcomes = group.settled.result()
+            failures = iter(group.prepared.result() if group.prepared is not None else ())
         except BaseException:
             self._in_flight.appendleft(group)  # its files are discarded by `finish`
             raise
@@ -135,74 +131,50 @@ class BatchPublisher:
                 self._waiting[target] -= 1
                 if self._waiting[target] <= 0:
                     del self._waiting[target]
-        for outcome in outcomes:
-            if outcome.entry is not None and outcome.scope is not None:
-                self._published.setdefault(outcome.scope.storage, []).append(outcome.entry.path)
-        self.outcomes.extend(outcomes)
+        for index, event in enumerate(group.events):
+            if event.sealed is None:
+                assert event.error is not None
+                self.outcomes.append(Outcome(event.path, event.scope, error=event.error))
+                continue
+            try:
+                outcome = self._publish(event, next(failures))
+            except BaseException:
+                self._discard(group.events[index:])
+                raise
+            self.outcomes.append(outcome)
+
+    def _publish(self, event: FileEvent, failure: BaseException | None) -> Outcome:
+        sealed, scope = event.sealed, event.scope
+        assert sealed is not None and scope is not None
+        try:
+            if failure is not None:
+                raise failure  # prepare aborted the upload
+            entry = sealed.commit(False)  # a failed commit aborts the upload
+        except ArtifactError as exc:
+            return Outcome(event.path, scope, error=exc)
+        except Exception:
+            log.exception("publishing %s crashed", event.path)
+            return Outcome(event.path, scope, error=Internal("internal server error"))
+        self._published.setdefault(scope.storage, []).append(entry.path)
+        return Outcome(event.path, scope, entry=entry)
 
     def _discard_unsettled(self) -> None:
         """Releases files that could not be settled (publishing raised): each group waits for
-        its task, which may still be using the uploads, then its files are discarded (a task
-        whose previous group failed publishes nothing: see `_settle`)."""
+        its preparation, which may still be using the uploads, then its files are discarded."""
         groups = [*self._in_flight, self._forming]
         self._in_flight.clear()
         self._forming = _Group()
         self._waiting.clear()
         for group in groups:
-            if group.settled is not None:
+            if group.prepared is not None:
                 with contextlib.suppress(BaseException):
-                    group.settled.result()
-            _discard(group.events)
+                    group.prepared.result()
+            self._discard(group.events)
 
-
-def _settle(events: list[FileEvent], previous: Future[list[Outcome]] | None) -> list[Outcome]:
-    """A group's task on the committer pool: prepares its files, waits until the stream's
-    previous group is published, then publishes its own in order; one outcome per event.
-
-    Waiting cannot deadlock the pool: its queue is first in, first out, so the previous group's
-    task was taken by a thread before this one and is running or done. If that task failed,
-    this group publishes nothing (its files are discarded) and fails the same way, as the
-    stream publishes nothing after a failure to publish."""
-    try:
-        sealed = [event.sealed for event in events if event.sealed is not None]
-        failures = iter(_prepare(sealed) if sealed else ())
-        if previous is not None:
-            previous.result()
-    except BaseException:
-        _discard(events)
-        raise
-    outcomes: list[Outcome] = []
-    for index, event in enumerate(events):
-        if event.sealed is None:
-            assert event.error is not None
-            outcomes.append(Outcome(event.path, event.scope, error=event.error))
-            continue
-        try:
-            outcomes.append(_publish(event, next(failures)))
-        except BaseException:
-            _discard(events[index:])
-            raise
-    return outcomes
-
-
-def _publish(event: FileEvent, failure: BaseException | None) -> Outcome:
-    sealed, scope = event.sealed, event.scope
-    assert sealed is not None and scope is not None
-    try:
-        if failure is not None:
-            raise failure  # prepare aborted the upload
-        entry = sealed.commit(False)  # a failed commit aborts the upload
-    except ArtifactError as exc:
-        return Outcome(event.path, scope, error=exc)
-    except Exception:
-        log.exception("publishing %s crashed", event.path)
-        return Outcome(event.path, scope, error=Internal("internal server error"))
-    return Outcome(event.path, scope, entry=entry)
-
-
-def _discard(events: list[FileEvent]) -> None:
-    for event in events:
-        event.discard()
+    @staticmethod
+    def _discard(events: list[FileEvent]) -> None:
+        for event in events:
+            event.discard()
 
 
 def _prepare(sealed: list[Sealed]) -> list[BaseException | None]:
