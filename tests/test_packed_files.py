@@ -13,7 +13,7 @@ import errno
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
@@ -33,6 +33,7 @@ from artifactd_server.domain import batches
 from artifactd_server.domain.scopes import Scope
 from artifactd_server.domain.uploads import FileEvent, Sealed
 from artifactd_server.storage import group_sync
+from artifactd_server.storage.base import Upload
 from artifactd_server.storage.local import LocalStorage
 
 from conftest import visible_files, write_random
@@ -340,11 +341,11 @@ def test_groups_publish_in_arrival_order_on_a_pool_of_many_threads(tmp_path: Pat
     prepare = storage.prepare_group
     calls: list[int] = []
 
-    def first_group_slow(uploads: list[tuple[object, str]]) -> list[BaseException | None]:
+    def first_group_slow(uploads: Sequence[tuple[Upload, str]]) -> list[BaseException | None]:
         calls.append(len(uploads))
         if len(calls) == 1:
             time.sleep(0.5)  # the second group's preparation is over long before
-        return prepare(uploads)  # type: ignore[arg-type]
+        return prepare(uploads)
 
     with (
         ThreadPoolExecutor(4) as pool,
@@ -370,11 +371,11 @@ def test_a_group_after_one_that_crashed_publishes_nothing(tmp_path: Path) -> Non
     names = [f"d/f{n:03d}" for n in range(3 * batches.GROUP_FILES)]
     prepare = storage.prepare_group
 
-    def first_group_crashes(uploads: list[tuple[object, str]]) -> list[BaseException | None]:
-        if any(str(upload.path) == names[0] for upload, _ in uploads):  # type: ignore[attr-defined]
+    def first_group_crashes(uploads: Sequence[tuple[Upload, str]]) -> list[BaseException | None]:
+        if any(str(upload.path) == names[0] for upload, _ in uploads):
             time.sleep(0.3)  # the later groups are prepared and waiting by then
             raise RuntimeError("crash while preparing")
-        return prepare(uploads)  # type: ignore[arg-type]
+        return prepare(uploads)
 
     with (
         ThreadPoolExecutor(4) as pool,
