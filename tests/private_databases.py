@@ -36,10 +36,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _run(argv: list[str], doing: str, **kwargs: object) -> None:
-    done = subprocess.run(  # type: ignore[call-overload]
-        argv, check=False, capture_output=True, text=True, timeout=120, **kwargs
-    )
+def _run(argv: list[str], doing: str) -> None:
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise PrivateDatabaseError(f"{doing} failed ({done.returncode}): {done.stderr[-2000:]}")
 
@@ -83,7 +81,7 @@ class PrivateDatabase:
         if first:
             self._prepare()
         log = open(self.base / "server.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(self._command(), stdout=log, stderr=log, **self._popen())
+        self.process = subprocess.Popen(self._command(), stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + timeout
         engine = create_engine(normalize_uri(self.admin_uri), poolclass=NullPool)
@@ -107,9 +105,6 @@ class PrivateDatabase:
             engine.dispose()
         if first:
             self._create_database()
-
-    def _popen(self) -> dict[str, object]:
-        return {}
 
     def kill(self) -> None:
         """SIGKILL: the database vanishes mid-transaction, as in a crash or an OOM kill."""
@@ -167,24 +162,32 @@ class PrivatePostgres(PrivateDatabase):
     def admin_uri(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _popen(self) -> dict[str, object]:
-        # the server process itself runs as `postgres` (no runuser in between), so that
-        # SIGKILL to our child kills PostgreSQL's postmaster
-        return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+    @staticmethod
+    def _as_postgres(argv: list[str]) -> list[str]:
+        """`argv` run as `postgres`. setpriv changes user and then execs, so our child is
+        PostgreSQL's postmaster itself (a SIGKILL kills it, as runuser in between would not).
+        Popen's own `user=`/`group=` did the same, but made it fork instead of vfork, and a
+        fork while gRPC threads run in this process can crash the child in gRPC's fork handler
+        before it execs (postgres 'exited with -11' in CI, restarting the database mid-test)."""
+        if os.geteuid() != 0:
+            return argv
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", *argv]
 
     def _prepare(self) -> None:
         _run(
-            [_postgres_bin("initdb"), "-D", str(self.base / "data"),
-             "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-            "initdb", **self._popen(),
+            self._as_postgres(
+                [_postgres_bin("initdb"), "-D", str(self.base / "data"),
+                 "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]
+            ),
+            "initdb",
         )  # fmt: skip
 
     def _command(self) -> list[str]:
-        return [
-            _postgres_bin("postgres"), "-D", str(self.base / "data"),
-            "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={self.base}", "-c", "fsync=off",
-        ]  # fmt: skip
+        return self._as_postgres(
+            [_postgres_bin("postgres"), "-D", str(self.base / "data"),
+             "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+             "-c", f"unix_socket_directories={self.base}", "-c", "fsync=off"]
+        )  # fmt: skip
 
 
 class PrivateMariaDB(PrivateDatabase):
