@@ -31,6 +31,7 @@ from servers import ServerProcess, run_cli, start_server
 from small_disk import MiB, fill
 
 OUT_OF_SPACE = "no space left"
+KiB = 1024
 
 
 def sha(path: Path) -> str:
@@ -161,18 +162,24 @@ def test_a_resumable_upload_keeps_what_it_holds_and_continues_once_space_is_free
     print(f"\nresumable: {held / MiB:.2f} MiB held at ENOSPC, continued from there")
 
 
+@pytest.mark.parametrize(
+    ("file_size", "count"),
+    [(1 * MiB, 16), (256 * KiB, 48)],  # the smaller are sent whole (packed), checked at the write
+)
 def test_a_directory_log_publishes_whole_files_up_to_the_one_that_did_not_fit(
-    full_disk_server: ServerProcess, small_disk: Path, tmp_path: Path
+    full_disk_server: ServerProcess, small_disk: Path, tmp_path: Path, file_size: int, count: int
 ) -> None:
     """Documented: a directory log publishes file by file, in order, each one atomic and
     verified, and each refused or published on its own: when the disk fills, the files before
     the failure stay published and whole, no file is partly there, the call raises the
     failures' own error (ResourceExhausted) listing them, and running the same log again
-    publishes the rest. With files of one size, what is published is a prefix of the tree."""
+    publishes the rest. With files of one size, what is published is a prefix of the tree.
+    Files under PRECHECKED_FROM are not compared with the free space before their bytes: the
+    write refuses them, with the same error."""
     server, root = full_disk_server, small_disk / "store"
     tree = tmp_path / "tree"
-    digests = {f"part-{i:02d}.bin": write_random(tree / f"part-{i:02d}.bin", 1 * MiB)
-               for i in range(16)}  # fmt: skip
+    digests = {f"part-{i:02d}.bin": write_random(tree / f"part-{i:02d}.bin", file_size)
+               for i in range(count)}  # fmt: skip
     with ArtifactClient(server.target) as client:
         filler = fill(small_disk, leave=6 * MiB)
         with pytest.raises(ResourceExhausted, match=OUT_OF_SPACE):

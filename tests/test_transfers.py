@@ -12,16 +12,19 @@ import grpc
 import pytest
 
 from artifactd.client import ArtifactClient
-from artifactd.client.checksums import checksum_for
+from artifactd.client.checksums import CRC32C_FROM, checksum_for
 from artifactd.protocol import errors
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from artifactd_server.storage.base import PRECHECKED_FROM
 
 from conftest import sha256_of, visible_files, write_random
 from servers import ServerProcess
 
 KiB = 1024
 MiB = 1024 * KiB
+OVERWRITE = pb.OVERWRITE_POLICY_OVERWRITE
+FAIL_IF_EXISTS = pb.OVERWRITE_POLICY_FAIL_IF_EXISTS
 
 
 def upload(
@@ -208,15 +211,47 @@ def test_crc32c_is_checked_when_declared(
 
 
 def test_the_client_sends_a_crc32c_to_servers_that_verify_it_and_a_sha256_otherwise() -> None:
+    """A CRC32C for files of CRC32C_FROM bytes or more (and streams of unknown size), where the
+    server verifies it; a sha256 for smaller files, which spares a command uploading only
+    those the crc32c package's import."""
     data = b"some bytes"
-    for listed, expected in (
-        (["sha256", "crc32c"], pb.UploadFinish(crc32c=crc32c.crc32c(data))),
-        (["sha256"], pb.UploadFinish(sha256=hashlib.sha256(data).hexdigest())),
-        ([], pb.UploadFinish(sha256=hashlib.sha256(data).hexdigest())),  # an older server
+    crc = pb.UploadFinish(crc32c=crc32c.crc32c(data))
+    sha = pb.UploadFinish(sha256=hashlib.sha256(data).hexdigest())
+    for listed, size, expected in (
+        (["sha256", "crc32c"], CRC32C_FROM, crc),
+        (["sha256", "crc32c"], None, crc),
+        (["sha256", "crc32c"], CRC32C_FROM - 1, sha),
+        (["sha256", "crc32c"], 0, sha),
+        (["sha256"], CRC32C_FROM, sha),
+        ([], CRC32C_FROM, sha),  # an older server
+        ([], None, sha),
     ):
-        checksum = checksum_for(pb.GetCapabilitiesResponse(upload_checksums=listed))()
+        checksum = checksum_for(pb.GetCapabilitiesResponse(upload_checksums=listed))(size)
         checksum.update(data)
-        assert checksum.finish() == expected
+        assert checksum.finish() == expected, (listed, size)
+
+
+@pytest.mark.parametrize("overwrite", [OVERWRITE, FAIL_IF_EXISTS])
+@pytest.mark.parametrize("size", [PRECHECKED_FROM - 1, PRECHECKED_FROM, None])
+def test_a_file_cannot_replace_a_directory_whether_refused_before_or_after_its_bytes(
+    stub: pb_grpc.ArtifactServiceStub,
+    prefix: str,
+    server: ServerProcess,
+    size: int | None,
+    overwrite: int,
+) -> None:
+    """Uploads declaring PRECHECKED_FROM bytes or more (or no size) are refused before their
+    bytes are sent; smaller ones by the publish, which costs no system call per file when
+    nothing is in the way. Either way: FAILED_PRECONDITION saying why, the directory untouched,
+    no temporary file left."""
+    upload(stub, f"{prefix}/d/inside.bin", [b"kept"])
+    data = b"x" * (size if size is not None else 1000)
+    chunks = [data[i : i + MiB] for i in range(0, len(data), MiB)]
+    with pytest.raises(grpc.RpcError) as err:
+        upload(stub, f"{prefix}/d", chunks, size=size, overwrite=overwrite)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    assert "is a directory; a file cannot replace it" in (err.value.details() or "")
+    assert visible_files(server.root / prefix) == ["d/inside.bin"]
 
 
 def test_size_mismatch_is_rejected(

@@ -250,7 +250,7 @@ class ArtifactClient(Connection):
             finished = _FinishSent(
                 _file_messages(
                     fh, header, pb.LogArtifactRequest, self.settings.chunk_size, bar,
-                    self._checksum(),
+                    self._checksum(size),
                 )
             )  # fmt: skip
             try:
@@ -291,7 +291,12 @@ class ArtifactClient(Connection):
         header = pb.UploadHeader(path=str(destination), overwrite=policy, run_id=run)
         source = _ReadErrors(stream)
         messages = _file_messages(
-            source, header, pb.LogArtifactRequest, self.settings.chunk_size, None, self._checksum()
+            source,
+            header,
+            pb.LogArtifactRequest,
+            self.settings.chunk_size,
+            None,
+            self._checksum(None),
         )
         try:
             response = self._stub.LogArtifact(messages, timeout=self.settings.transfer_timeout)
@@ -377,7 +382,7 @@ class ArtifactClient(Connection):
         batch: list[tuple[str, ArtifactPath]],
         run: str,
         bar: Progress,
-        new_checksum: Callable[[], UploadChecksum],
+        new_checksum: Callable[[int | None], UploadChecksum],
         pack_up_to: int,
     ) -> list[tuple[pb.LogArtifactsResult, ArtifactInfo | None]]:
         """One LogArtifacts stream of local files, sent again whole (with backoff, at most
@@ -428,7 +433,7 @@ class ArtifactClient(Connection):
             def messages(
                 header: pb.UploadHeader, offset: int
             ) -> Iterator[OutgoingChunk[pb.LogArtifactRequest]]:
-                prefix = self._checksum()  # the finish checksum covers the whole file
+                prefix = self._checksum(st.st_size)  # the finish checksum covers the whole file
                 fh.seek(0)
                 remaining = offset
                 while remaining > 0 and (block := fh.read(min(1 << 20, remaining))):
@@ -465,9 +470,10 @@ class ArtifactClient(Connection):
         """
         return self._server_capabilities().supports_multipart_upload
 
-    def _checksum(self) -> UploadChecksum:
-        """A new checksum of the kind the server verifies best (see `checksums`)."""
-        return checksum_for(self._server_capabilities())()
+    def _checksum(self, size: int | None) -> UploadChecksum:
+        """A new checksum of the kind the server verifies best for `size` bytes (see
+        `checksums`; None: not known in advance)."""
+        return checksum_for(self._server_capabilities())(size)
 
     def _policy(self, overwrite: bool | None = None) -> pb.OverwritePolicy.ValueType:
         if self.overwrite if overwrite is None else overwrite:
@@ -482,7 +488,7 @@ class ArtifactClient(Connection):
         batch: list[tuple[str, ArtifactPath]],
         run_id: str,
         bar: Progress | None,
-        new_checksum: Callable[[], UploadChecksum],
+        new_checksum: Callable[[int | None], UploadChecksum],
         pack_up_to: int,
     ) -> Iterator[OutgoingChunk[pb.LogArtifactsRequest]]:
         """The stream's messages: files up to `pack_up_to` bytes whole, several to a message
@@ -496,7 +502,7 @@ class ArtifactClient(Connection):
                 if size <= pack_up_to:
                     # one byte more than declared: a file that grew is refused, not cut short
                     data = fh.read(size + 1)
-                    checksum = new_checksum()
+                    checksum = new_checksum(size)
                     checksum.update(data)
                     pack.append(pb.PackedUpload(header=header, data=data, finish=checksum.finish()))
                     packed_bytes += len(data)
@@ -511,7 +517,7 @@ class ArtifactClient(Connection):
                     pack, packed_bytes = [], 0
                 yield from _file_messages(
                     fh, header, pb.LogArtifactsRequest, self.settings.chunk_size, bar,
-                    new_checksum(),
+                    new_checksum(size),
                 )  # fmt: skip
         if pack:
             yield OutgoingChunk(pb.LogArtifactsRequest(files=pack), b"")

@@ -74,13 +74,18 @@ class BatchPublisher:
         """Where the sealed files not yet settled will be published: `before_open` looks a new
         file's parent directories up here, instead of scanning every waiting file (which made
         a 1,000-file stream cost 0.15 s of CPU in that scan alone)."""
+        self._depths: Counter[int] = Counter()
+        """How many waiting files have paths of each depth: `before_open` looks up only the
+        parents of those depths (in a directory of files all at one depth, none)."""
 
     def add(self, event: FileEvent) -> None:
         group = self._forming
         group.events.append(event)
         if event.sealed is not None:
             group.bytes += event.sealed.size
-            self._waiting[_target_of(event.sealed)] += 1
+            target = _target_of(event.sealed)
+            self._waiting[target] += 1
+            self._depths[len(target[1])] += 1
         if len(group.events) >= GROUP_FILES or group.bytes >= GROUP_BYTES:
             self._hand_off()
             while len(self._in_flight) > GROUPS_IN_FLIGHT:
@@ -92,7 +97,10 @@ class BatchPublisher:
         published sees that path published first: `f` then `f/g` stores `f` and refuses
         `f/g`, as two uploads one by one would."""
         storage, parts = spec.scope.storage, spec.scope.full(spec.path).parts
-        if any((storage, parts[:depth]) in self._waiting for depth in range(1, len(parts))):
+        waiting = self._waiting
+        if any(
+            depth < len(parts) and (storage, parts[:depth]) in waiting for depth in self._depths
+        ):
             self._hand_off()
             while self._in_flight:
                 self._settle_oldest()
@@ -131,6 +139,10 @@ class BatchPublisher:
                 self._waiting[target] -= 1
                 if self._waiting[target] <= 0:
                     del self._waiting[target]
+                depth = len(target[1])
+                self._depths[depth] -= 1
+                if self._depths[depth] <= 0:
+                    del self._depths[depth]
         for index, event in enumerate(group.events):
             if event.sealed is None:
                 assert event.error is not None
@@ -165,6 +177,7 @@ class BatchPublisher:
         self._in_flight.clear()
         self._forming = _Group()
         self._waiting.clear()
+        self._depths.clear()
         for group in groups:
             if group.prepared is not None:
                 with contextlib.suppress(BaseException):

@@ -28,7 +28,13 @@ from artifactd.protocol.errors import (
 from artifactd.protocol.paths import ArtifactPath
 from artifactd_server.domain import limits
 from artifactd_server.domain.scopes import Scope
-from artifactd_server.storage.base import Entry, ResumableWrites, Storage, Upload
+from artifactd_server.storage.base import (
+    PRECHECKED_FROM,
+    Entry,
+    ResumableWrites,
+    Storage,
+    Upload,
+)
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -47,7 +53,7 @@ def parse_digest(value: str, what: str) -> str | None:
 def check_declared_size(size: int, scope: Scope, path: ArtifactPath) -> None:
     """Refuses, before any byte is sent, a file that could never be stored: a negative size,
     one above the server's maximum artifact size, or one larger than the free space of its
-    destination where the storage can tell."""
+    destination where the storage can tell (from `PRECHECKED_FROM` bytes)."""
     if size < 0:
         raise InvalidArgument(f"size must not be negative, got {size}", field="size")
     if size > limits.MAX_ARTIFACT_SIZE:
@@ -56,6 +62,8 @@ def check_declared_size(size: int, scope: Scope, path: ArtifactPath) -> None:
             f"{limits.MAX_ARTIFACT_SIZE} bytes (5 TiB)",
             field="size",
         )
+    if size < PRECHECKED_FROM:
+        return  # a full disk refuses it at the write, with the same status (PRECHECKED_FROM)
     free = scope.storage.free_bytes(scope.full(path))
     if free is not None and size > free:
         raise ResourceExhausted(
@@ -128,7 +136,7 @@ class IncomingFile:
         resume = spec.resume
         self._keepalive: Callable[[], None] | None = None
         if resume is None:
-            self._upload: Upload = spec.scope.storage.start_upload(full)
+            self._upload: Upload = spec.scope.storage.start_upload(full, size=spec.size)
             if spec.tracking is not None:
                 spec.tracking.follow(self._upload)
                 self._keepalive = spec.tracking.keepalive

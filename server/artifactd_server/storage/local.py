@@ -38,6 +38,7 @@ from artifactd.protocol.localfs import inside, make_dirs_inside, remove_empty_di
 from artifactd.protocol.paths import RESERVED_PREFIX, ArtifactPath
 from artifactd_server.storage import group_sync, owners, writeback
 from artifactd_server.storage.base import (
+    PRECHECKED_FROM,
     Entry,
     FileReader,
     ResumableWrites,
@@ -102,20 +103,24 @@ class LocalStorage(Storage, ResumableWrites):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def start_upload(self, path: ArtifactPath) -> Upload:
+    def start_upload(self, path: ArtifactPath, *, size: int | None = None) -> Upload:
         # The owner's id in the name lets a start-up sweep remove it once its process is dead.
-        return self._create_temp(path, owners.for_root(self._root).upload_name())
+        precheck = size is None or size >= PRECHECKED_FROM  # else the publish refuses a directory
+        return self._create_temp(path, owners.for_root(self._root).upload_name(), precheck=precheck)
 
-    def _create_temp(self, path: ArtifactPath, token: str, *, keep: bool = False) -> _LocalUpload:
-        """Opens a new hidden temporary file for `path` (`keep`: an abort keeps its bytes)."""
+    def _create_temp(
+        self, path: ArtifactPath, token: str, *, keep: bool = False, precheck: bool = True
+    ) -> _LocalUpload:
+        """Opens a new hidden temporary file for `path` (`keep`: an abort keeps its bytes;
+        `precheck`: refuse a directory at `path` now, not only at the publish)."""
         if path.is_root:
             raise FailedPrecondition("the artifact root is a directory, not a file")
         for _attempt in range(3):
             directory, created = self._parent_dir(path)
             target = os.path.join(directory, path.name)
-            if os.path.isdir(target):
+            if precheck and os.path.isdir(target):
                 remove_empty_dirs(created)
-                raise FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
+                raise _is_a_directory(path)
             temp = os.path.join(directory, f"{_TEMP_PREFIX}{token}")
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -490,13 +495,13 @@ class _LocalUpload(Upload):
                 self._storage._sync_dir(os.path.dirname(self._target))
         except FileExistsError:
             self.abort()
+            if os.path.isdir(self._target):  # link(2) says EEXIST for a directory too
+                raise _is_a_directory(self._path) from None
             raise already_exists(self._path) from None
         except OSError as exc:
             self.abort()
             if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
-                raise FailedPrecondition(
-                    f"'{self._path}' became a directory during the upload; nothing was stored"
-                ) from exc
+                raise _is_a_directory(self._path) from exc
             raise _os_error(exc, self._path) from exc
         except BaseException:
             self.abort()
@@ -628,6 +633,12 @@ def _remove_tree(target: str) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOTEMPTY or attempt == 4:
                 raise
+
+
+def _is_a_directory(path: ArtifactPath) -> FailedPrecondition:
+    """Refusing a file upload onto a directory: before the bytes (`_create_temp`), or at the
+    publish for a small upload or a directory made meanwhile."""
+    return FailedPrecondition(f"'{path}' is a directory; a file cannot replace it")
 
 
 def _os_error(exc: OSError, path: ArtifactPath) -> Exception:

@@ -131,7 +131,7 @@ class ObjectStoreStorage(Storage):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def start_upload(self, path: ArtifactPath) -> Upload:
+    def start_upload(self, path: ArtifactPath, *, size: int | None = None) -> Upload:
         self.check_writable(path)
         return self._upload(path)
 

@@ -290,7 +290,7 @@ class RemoteStorage(Storage, ResumableWrites, Generic[C]):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def start_upload(self, path: ArtifactPath) -> Upload:
+    def start_upload(self, path: ArtifactPath, *, size: int | None = None) -> Upload:
         return self._open_temp(path, uuid.uuid4().hex, keep=False)
 
     def _open_temp(self, path: ArtifactPath, token: str, *, keep: bool) -> _RemoteUpload[C]:
