@@ -420,6 +420,35 @@ def test_directory_download_skips_an_escaping_symlink(stub: Stub, linked: Scene)
     linked.assert_untouched()
 
 
+def test_a_symlink_within_the_root_is_listed_as_its_target_and_never_descended(
+    stub: Stub, server: ServerProcess, prefix: str
+) -> None:
+    """The walk resolves only entries that are symlinks (the rest are real where they stand):
+    a link to a file inside the root lists as that file, a link to a directory as a directory
+    the walk does not enter (it could loop back on itself), and a download reads through the
+    file link."""
+    base = Path(os.path.realpath(server.root)) / prefix
+    (base / "data" / "deeper").mkdir(parents=True)
+    (base / "data" / "a.txt").write_bytes(b"twelve bytes")
+    (base / "data" / "deeper" / "b.txt").write_bytes(b"b")
+    (base / "link-file").symlink_to(base / "data" / "a.txt")
+    (base / "link-dir").symlink_to(base / "data", target_is_directory=True)
+    listed = stub.ListArtifacts(
+        pb.ListArtifactsRequest(path=prefix, recursive=True), timeout=TIMEOUT
+    )
+    assert [(f.path.removeprefix(f"{prefix}/"), f.is_dir, f.file_size) for f in listed.files] == [
+        ("data", True, 0),
+        ("data/a.txt", False, 12),
+        ("data/deeper", True, 0),
+        ("data/deeper/b.txt", False, 1),
+        ("link-dir", True, 0),
+        ("link-file", False, 12),
+    ]
+    request = pb.DownloadArtifactRequest(path=f"{prefix}/link-file")
+    messages = list(stub.DownloadArtifact(request, timeout=TIMEOUT))
+    assert b"".join(m.data for m in messages) == b"twelve bytes"
+
+
 @pytest.mark.parametrize(
     "tail",
     [

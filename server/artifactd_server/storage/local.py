@@ -258,26 +258,31 @@ class LocalStorage(Storage, ResumableWrites):
     def _walk(
         self, directory: str, path: ArtifactPath, recursive: bool, after: ArtifactPath | None
     ) -> Iterator[Entry]:
+        """`directory`: the real location of `path` (no symlink in it). An entry that is no
+        symlink is then real as it stands, so only symlinks are resolved: a realpath per entry
+        was a system call per component of its path, on every file of a directory download."""
         try:
             with os.scandir(directory) as it:
-                names = sorted(e.name for e in it if not is_reserved(e.name))
+                items = sorted((e for e in it if not is_reserved(e.name)), key=lambda e: e.name)
         except FileNotFoundError:
             return  # removed while we walked: it has no entries any more
-        for name in names:
-            child = child_path(path, name)
+        for item in items:
+            child = child_path(path, item.name)
             if child is None:
                 continue
-            full = os.path.join(directory, name)
-            real = os.path.realpath(full)
-            if not self._inside(real):
-                continue  # a symlink leading out of the root is not part of the store
             try:
-                st = os.stat(real)
+                if item.is_symlink():
+                    real = os.path.realpath(item.path)
+                    if not self._inside(real):
+                        continue  # a symlink leading out of the root is not part of the store
+                    st = os.stat(real)
+                else:
+                    real, st = item.path, item.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
             # Descend only into real directories: a symlinked one could loop back on the walk.
-            descend = recursive and is_dir and not os.path.islink(full)
+            descend = recursive and is_dir and not item.is_symlink()
             if after is not None and child.parts <= after.parts:
                 if descend and after.is_relative_to(child):
                     yield from self._walk(real, child, recursive, after)
