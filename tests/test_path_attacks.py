@@ -29,6 +29,7 @@ from artifactd.client import ArtifactClient, ClientSettings
 from artifactd.protocol.errors import ArtifactError
 from artifactd.v1 import artifact_service_pb2 as pb
 from artifactd.v1 import artifact_service_pb2_grpc as pb_grpc
+from artifactd_server.storage.base import PRECHECKED_FROM
 
 from servers import ServerProcess
 
@@ -418,6 +419,37 @@ def test_directory_download_skips_an_escaping_symlink(stub: Stub, linked: Scene)
         assert not [p for p in paths if p.startswith(f"{linked.prefix}/evil")]
         assert SENTINEL not in data
     linked.assert_untouched()
+
+
+@pytest.mark.parametrize("size", [10, PRECHECKED_FROM])
+@pytest.mark.parametrize(
+    "overwrite", [pb.OVERWRITE_POLICY_OVERWRITE, pb.OVERWRITE_POLICY_FAIL_IF_EXISTS]
+)
+def test_a_file_cannot_replace_a_symlinked_directory_whatever_its_size(
+    stub: Stub, server: ServerProcess, prefix: str, size: int, overwrite: int
+) -> None:
+    """A symlink to a directory lists as a directory, so an upload there is refused as one:
+    a large upload before its bytes, a small one at the publish (which a plain rename would
+    have let replace the link)."""
+    base = Path(os.path.realpath(server.root)) / prefix
+    (base / "data").mkdir(parents=True)
+    (base / "data" / "a.txt").write_bytes(b"kept")
+    (base / "link-dir").symlink_to(base / "data", target_is_directory=True)
+
+    def messages() -> Iterator[pb.LogArtifactRequest]:
+        header = pb.UploadHeader(path=f"{prefix}/link-dir", size=size, overwrite=overwrite)
+        yield pb.LogArtifactRequest(header=header)
+        for start in range(0, size, 1 << 20):
+            yield pb.LogArtifactRequest(data=b"x" * min(1 << 20, size - start))
+        yield pb.LogArtifactRequest(finish=pb.UploadFinish())
+
+    error = expect_status(
+        lambda: stub.LogArtifact(messages(), timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert "is a directory" in error.details()  # type: ignore[attr-defined]
+    assert (base / "link-dir").is_symlink()
+    assert sorted(p.name for p in base.iterdir()) == ["data", "link-dir"]
+    assert [p.name for p in (base / "data").iterdir()] == ["a.txt"]
 
 
 def test_a_symlink_within_the_root_is_listed_as_its_target_and_never_descended(

@@ -708,7 +708,8 @@ class GetCapabilitiesResponse(_message.Message):
     """Largest file the server takes, in bytes: an upload declaring more is refused before any
     byte is sent (INVALID_ARGUMENT), as is one of 1 MiB or more declaring more than the
     destination has free where the server can tell (RESOURCE_EXHAUSTED; local disk). A smaller
-    one that does not fit is refused by the write, with the same status.
+    one is not compared with the free space: a full disk refuses it at the write, with the same
+    status.
     """
     packed_files: _builtins.bool
     """The server reads LogArtifactsRequest.files and answers

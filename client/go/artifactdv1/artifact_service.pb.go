@@ -1445,7 +1445,8 @@ type GetCapabilitiesResponse struct {
 	// Largest file the server takes, in bytes: an upload declaring more is refused before any
 	// byte is sent (INVALID_ARGUMENT), as is one of 1 MiB or more declaring more than the
 	// destination has free where the server can tell (RESOURCE_EXHAUSTED; local disk). A smaller
-	// one that does not fit is refused by the write, with the same status.
+	// one is not compared with the free space: a full disk refuses it at the write, with the same
+	// status.
 	MaxArtifactSize int64 `protobuf:"varint,13,opt,name=max_artifact_size,json=maxArtifactSize,proto3" json:"max_artifact_size,omitempty"`
 	// The server reads LogArtifactsRequest.files and answers
 	// DownloadArtifactsRequest.accept_packed_files.

@@ -15,14 +15,16 @@ and is reported with an unknown digest instead of a wrong one.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import logging
 import os
 import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from artifactd.protocol import directio
 from artifactd.protocol.errors import (
@@ -278,6 +280,8 @@ class LocalStorage(Storage, ResumableWrites):
                     st = os.stat(real)
                 else:
                     real, st = item.path, item.stat(follow_symlinks=False)
+                    if stat.S_ISLNK(st.st_mode):
+                        continue  # made a symlink since the directory was read: left out
             except FileNotFoundError:
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
@@ -491,7 +495,7 @@ class _LocalUpload(Upload):
             raise RuntimeError("upload already finished")
         try:
             if overwrite:
-                os.replace(temp, self._target)
+                _replace_file(temp, self._target)
             else:
                 os.link(temp, self._target)
                 os.unlink(temp)
@@ -638,6 +642,49 @@ def _remove_tree(target: str) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOTEMPTY or attempt == 4:
                 raise
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+@functools.cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    """glibc's renameat2 (2.28+), which Python's os module has no binding for; None without."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _replace_file(temp: str, target: str) -> None:
+    """Publishes `temp` as `target`, replacing a file there but refusing a directory, or a
+    symlink to one (IsADirectoryError), which os.replace alone would swap out.
+
+    A small upload is not checked for a directory in its place before its bytes
+    (`PRECHECKED_FROM`), so the check happens here, without a stat in the common case: a
+    rename that only creates a new name (RENAME_NOREPLACE) is tried first, and a name already
+    there is looked at only then. Where the flag is not supported (EINVAL, ENOSYS), the stat."""
+    function = _renameat2()
+    if function is not None:
+        flags = _RENAME_NOREPLACE
+        if function(_AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(target), flags) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EEXIST, errno.EINVAL, errno.ENOSYS):
+            raise OSError(code, os.strerror(code), target)
+    if os.path.isdir(target):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
+    os.replace(temp, target)
 
 
 def _is_a_directory(path: ArtifactPath) -> FailedPrecondition:

@@ -748,7 +748,8 @@ export type GetCapabilitiesResponse = Message<"artifactd.v1.GetCapabilitiesRespo
    * Largest file the server takes, in bytes: an upload declaring more is refused before any
    * byte is sent (INVALID_ARGUMENT), as is one of 1 MiB or more declaring more than the
    * destination has free where the server can tell (RESOURCE_EXHAUSTED; local disk). A smaller
-   * one that does not fit is refused by the write, with the same status.
+   * one is not compared with the free space: a full disk refuses it at the write, with the same
+   * status.
    *
    * @generated from field: int64 max_artifact_size = 13;
    */
