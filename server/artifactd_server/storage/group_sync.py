@@ -23,20 +23,16 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable
-from functools import cache
+from typing import Any
+
+from artifactd_server.storage import libc
 
 FILESYSTEMS = frozenset({"ext4", "ext3", "xfs", "btrfs", "f2fs", "tmpfs"})
 _FIRST_KERNEL_REPORTING_ERRORS = (5, 8)
 
 
-@cache
-def _syncfs() -> Callable[[int], int] | None:
-    try:
-        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    return function
+def _syncfs() -> Any | None:
+    return libc.function("syncfs", ctypes.c_int)
 
 
 def _kernel_reports_errors(release: str) -> bool:
@@ -87,5 +83,4 @@ def sync(fd: int) -> None:
     if function is None:
         raise OSError(0, "syncfs is not available")
     if function(fd) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+        libc.raise_errno(libc.errno_of_last_call())

@@ -17,14 +17,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import functools
 import logging
 import os
 import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from artifactd.protocol import directio
 from artifactd.protocol.errors import (
@@ -38,7 +37,7 @@ from artifactd.protocol.errors import (
 )
 from artifactd.protocol.localfs import inside, make_dirs_inside, remove_empty_dirs
 from artifactd.protocol.paths import RESERVED_PREFIX, ArtifactPath
-from artifactd_server.storage import group_sync, owners, writeback
+from artifactd_server.storage import group_sync, libc, owners, writeback
 from artifactd_server.storage.base import (
     PRECHECKED_FROM,
     Entry,
@@ -648,24 +647,6 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
 
-@functools.cache
-def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
-    """glibc's renameat2 (2.28+), which Python's os module has no binding for; None without."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    function.restype = ctypes.c_int
-    return function
-
-
 def _replace_file(temp: str, target: str) -> None:
     """Publishes `temp` as `target`, replacing a file there but refusing a directory, or a
     symlink to one (IsADirectoryError), which os.replace alone would swap out.
@@ -674,14 +655,16 @@ def _replace_file(temp: str, target: str) -> None:
     (`PRECHECKED_FROM`), so the check happens here, without a stat in the common case: a
     rename that only creates a new name (RENAME_NOREPLACE) is tried first, and a name already
     there is looked at only then. Where the flag is not supported (EINVAL, ENOSYS), the stat."""
-    function = _renameat2()
-    if function is not None:
+    renameat2 = libc.function(
+        "renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
+    )
+    if renameat2 is not None:
         flags = _RENAME_NOREPLACE
-        if function(_AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(target), flags) == 0:
+        if renameat2(_AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(target), flags) == 0:
             return
-        code = ctypes.get_errno()
+        code = libc.errno_of_last_call()
         if code not in (errno.EEXIST, errno.EINVAL, errno.ENOSYS):
-            raise OSError(code, os.strerror(code), target)
+            libc.raise_errno(code, target)
     if os.path.isdir(target):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), target)
     os.replace(temp, target)

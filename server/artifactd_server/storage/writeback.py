@@ -7,28 +7,26 @@ and the fsync before publishing does all the writing, as it would anyway.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import os
 from collections.abc import Callable
+
+from artifactd_server.storage import libc
 
 _SYNC_FILE_RANGE_WRITE = 2
 
 
 def _load() -> Callable[[int], None] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.sync_file_range
-    except (OSError, AttributeError):
+    function = libc.function(
+        "sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint
+    )
+    if function is None:
         return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    function.restype = ctypes.c_int
 
     def start(fd: int) -> None:
         if function(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
-            code = ctypes.get_errno()
+            code = libc.errno_of_last_call()
             if code != errno.ENOSYS:  # a kernel without it: the fsync does the work
-                raise OSError(code, os.strerror(code))
+                libc.raise_errno(code)
 
     return start
 
