@@ -6,6 +6,8 @@ there). This script turns the newest one into
 * the headline table, written between the `<!-- bench:headline -->` markers of README.md and
   docs/benchmarks.md, and the detailed tables between the `<!-- bench:details -->` markers of
   docs/benchmarks.md (text: committed, and `--check` fails when they are not the newest run's);
+* the newest run of bench/seaweedfs_bench.py (the CLI against boto3 on an S3 store), between
+  the `<!-- bench:s3 -->` markers of docs/benchmarks.md;
 * PNG plots (throughput, per-round ratios, CPU), made at build time by the docs site's hook
   (scripts/mkdocs_hooks.py) and never committed, or written to a folder with `--plots DIR`.
 
@@ -67,6 +69,12 @@ def newest_result(results: Path = RESULTS) -> Path:
 def newest_loaded_result(results: Path = RESULTS) -> Path | None:
     """The newest run with busy processes beside it, if any."""
     runs = _runs(results, loaded=True)
+    return runs[-1] if runs else None
+
+
+def newest_s3_result(results: Path = RESULTS) -> Path | None:
+    """The newest run of bench/seaweedfs_bench.py, if any."""
+    runs = sorted(results.glob("seaweedfs-*.json"))
     return runs[-1] if runs else None
 
 
@@ -218,6 +226,17 @@ def loaded_table(result: dict[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def s3_tables(result: dict[str, Any] | None) -> str:
+    """The newest SeaweedFS run's tables, as seaweedfs_bench.py wrote them, under one line that
+    names the run (its own title line would be a second page title)."""
+    if result is None:
+        return "No run of `bench/seaweedfs_bench.py` is recorded yet.\n"
+    title, _, body = result["markdown"].partition("\n")
+    script = "bench/seaweedfs_bench.py"
+    run = title.lstrip("# ").replace(script, f"`{script}`", 1)
+    return f"Newest run: {run} (`bench/results/{result['file']}`).\n{body.rstrip()}\n"
+
+
 def details(result: dict[str, Any]) -> str:
     """Every system's figures and CPU per operation, and every verdict of the run."""
     names = operations(result)
@@ -363,13 +382,16 @@ def replace_block(text: str, marker: str, block: str, where: Path) -> str:
     return pattern.sub(lambda _: f"{start}\n{block}{end}", text)
 
 
-def updated(result: dict[str, Any], loaded: dict[str, Any] | None) -> dict[Path, str]:
+def updated(
+    result: dict[str, Any], loaded: dict[str, Any] | None, s3: dict[str, Any] | None = None
+) -> dict[Path, str]:
     """README.md and docs/benchmarks.md with the newest runs' tables."""
     table = headline(result)
     readme = replace_block(README.read_text(encoding="utf-8"), "headline", table, README)
     page = replace_block(DOCS_PAGE.read_text(encoding="utf-8"), "headline", table, DOCS_PAGE)
     page = replace_block(page, "details", details(result), DOCS_PAGE)
     page = replace_block(page, "loaded", loaded_table(loaded), DOCS_PAGE)
+    page = replace_block(page, "s3", s3_tables(s3), DOCS_PAGE)
     return {README: readme, DOCS_PAGE: page}
 
 
@@ -382,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = load(args.result or newest_result())
     loaded_path = newest_loaded_result()
     loaded = load(loaded_path) if loaded_path is not None else None
+    s3_path = newest_s3_result()
+    s3 = load(s3_path) if s3_path is not None else None
     if args.plots:
         args.plots.mkdir(parents=True, exist_ok=True)
         for name, data in plots(result).items():
@@ -389,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {args.plots / name}")
         return 0
     stale = []
-    for path, text in updated(result, loaded).items():
+    for path, text in updated(result, loaded, s3).items():
         if path.read_text(encoding="utf-8") != text:
             stale.append(path)
             if not args.check:
