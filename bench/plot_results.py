@@ -43,6 +43,7 @@ DISPLAY = {
     "artifactd_cli": "artifactd CLI",
 }
 DASH = "\u2013"  # en dash
+ARROW = "\u2192"  # rightwards arrow
 TIMES = "\u00d7"  # multiplication sign
 
 
@@ -166,10 +167,17 @@ def run_line(result: dict[str, Any]) -> str:
     return (
         f"Run of {result['date']} on artifactd {v.get('artifactd_git', '?')} against MLflow "
         f"{v.get('mlflow', '?')}'s proxied artifact server and `cp`: {v.get('cpus', '?')} CPUs, "
-        f"{s['runs']} recorded rounds; figures are medians, ratios the median of the "
+        f"{s['runs']} recorded rounds, load average {result.get('loadavg_before', '?')} "
+        f"{ARROW} {result.get('loadavg_after', '?')}{_hogs(s)}; figures are medians, ratios "
+        f"the median of the "
         f"per-round ratios (min{DASH}max); "
         f"`{result['command']}` (`bench/results/{result['file']}`)."
     )
+
+
+def _hogs(settings: dict[str, Any]) -> str:
+    hog = settings.get("hog", 0)
+    return f", {hog} busy CPU-bound processes beside it (HOG)" if hog else ""
 
 
 def headline(result: dict[str, Any]) -> str:
@@ -213,7 +221,9 @@ def loaded_table(result: dict[str, Any] | None) -> str:
         return "No run with busy processes beside it (`HOG=2`) is recorded yet.\n"
     lines = [
         f"`{result['command']}` (`bench/results/{result['file']}`), "
-        f"{result['settings']['hog']} CPU-bound processes running throughout:",
+        f"on artifactd {result['versions'].get('artifactd_git', '?')}, "
+        f"{result['settings']['hog']} CPU-bound processes running throughout, load average "
+        f"{result.get('loadavg_before', '?')} {ARROW} {result.get('loadavg_after', '?')}:",
         "",
         "| target | goal | measured | result |",
         "|---|---|---|---|",
