@@ -167,12 +167,16 @@ def run_line(result: dict[str, Any]) -> str:
     return (
         f"Run of {result['date']} on artifactd {v.get('artifactd_git', '?')} against MLflow "
         f"{v.get('mlflow', '?')}'s proxied artifact server and `cp`: {v.get('cpus', '?')} CPUs, "
-        f"{s['runs']} recorded rounds, load average {result.get('loadavg_before', '?')} "
-        f"{ARROW} {result.get('loadavg_after', '?')}{_hogs(s)}; figures are medians, ratios "
-        f"the median of the "
-        f"per-round ratios (min{DASH}max); "
+        f"{s['runs']} recorded rounds, {load_average(result)}{_hogs(s)}; figures are medians, "
+        f"ratios the median of the per-round ratios (min{DASH}max); "
         f"`{result['command']}` (`bench/results/{result['file']}`)."
     )
+
+
+def load_average(result: dict[str, Any]) -> str:
+    """The machine's load when the run started and when it ended, as the run recorded it."""
+    before, after = result.get("loadavg_before", "?"), result.get("loadavg_after", "?")
+    return f"load average {before} {ARROW} {after}"
 
 
 def _hogs(settings: dict[str, Any]) -> str:
@@ -222,8 +226,8 @@ def loaded_table(result: dict[str, Any] | None) -> str:
     lines = [
         f"`{result['command']}` (`bench/results/{result['file']}`), "
         f"on artifactd {result['versions'].get('artifactd_git', '?')}, "
-        f"{result['settings']['hog']} CPU-bound processes running throughout, load average "
-        f"{result.get('loadavg_before', '?')} {ARROW} {result.get('loadavg_after', '?')}:",
+        f"{result['settings']['hog']} CPU-bound processes running throughout, "
+        f"{load_average(result)}:",
         "",
         "| target | goal | measured | result |",
         "|---|---|---|---|",

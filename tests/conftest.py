@@ -135,6 +135,12 @@ def visible_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+def stored_files(root: Path) -> list[str]:
+    """`visible_files` but the owner marks a LocalStorage keeps at its root: what uploads left
+    (published files, and temporary ones, of which none may stay)."""
+    return [name for name in visible_files(root) if not name.startswith(".artifactd-owners")]
+
+
 @pytest.fixture(scope="session", params=STORE_BACKENDS, ids=list(STORE_BACKENDS))
 def database_uri(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

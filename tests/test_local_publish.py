@@ -26,7 +26,7 @@ from artifactd.protocol.paths import parse
 from artifactd_server.storage import libc
 from artifactd_server.storage.local import LocalStorage
 
-from conftest import visible_files
+from conftest import stored_files
 
 _real_function = libc.function
 
@@ -67,10 +67,6 @@ def upload(storage: LocalStorage, name: str, data: bytes) -> None:
     pending.commit(hashlib.sha256(data).hexdigest(), overwrite=True)
 
 
-def leftovers(root: Path) -> list[str]:
-    return [n for n in visible_files(root) if not n.startswith(".artifactd-owners")]
-
-
 def test_the_fallback_publishes_and_replaces_a_file_whole(storage: LocalStorage) -> None:
     root = Path(storage.root)
     upload(storage, "d/model.bin", b"first version")
@@ -78,7 +74,7 @@ def test_the_fallback_publishes_and_replaces_a_file_whole(storage: LocalStorage)
     upload(storage, "d/model.bin", b"second")
     assert (root / "d" / "model.bin").read_bytes() == b"second"
     assert storage.stat(parse("d/model.bin")).sha256 == hashlib.sha256(b"second").hexdigest()
-    assert leftovers(root) == ["d/model.bin"]
+    assert stored_files(root) == ["d/model.bin"]
 
 
 def test_the_fallback_refuses_a_directory_and_a_symlink_to_one(storage: LocalStorage) -> None:
@@ -92,4 +88,4 @@ def test_the_fallback_refuses_a_directory_and_a_symlink_to_one(storage: LocalSto
         assert refused.value.code.name == "FAILED_PRECONDITION"
     assert (root / "link").is_symlink()
     assert (root / "data" / "kept.txt").read_bytes() == b"kept"
-    assert leftovers(root) == ["data/kept.txt"]
+    assert stored_files(root) == ["data/kept.txt"]

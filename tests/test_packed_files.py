@@ -36,7 +36,7 @@ from artifactd_server.storage import group_sync
 from artifactd_server.storage.base import Upload
 from artifactd_server.storage.local import LocalStorage
 
-from conftest import visible_files, write_random
+from conftest import stored_files, visible_files, write_random
 from servers import ServerProcess
 
 KiB = 1024
@@ -273,11 +273,6 @@ def sealed_events(
     return events
 
 
-def stored(root: Path) -> list[str]:
-    """Every file under `root` but the owner marks (temporary files included: none may stay)."""
-    return sorted(name for name in visible_files(root) if not name.startswith(".artifactd-owners"))
-
-
 def descriptors_under(root: Path) -> list[str]:
     """What this process holds open below `root` (the files being uploaded there)."""
     held = []
@@ -305,7 +300,7 @@ def test_a_group_is_made_durable_by_one_syncfs(tmp_path: Path) -> None:
         publisher.finish()
     assert [o.error for o in publisher.outcomes] == [None] * len(names)
     assert syncs.call_count == 3  # one per group of 32, not one per file
-    assert stored(tmp_path) == sorted(names)
+    assert stored_files(tmp_path) == sorted(names)
     storage.close()  # its owner mark
     assert descriptors_under(tmp_path) == []
 
@@ -325,7 +320,7 @@ def test_a_failed_syncfs_fails_its_whole_group_and_leaves_nothing(tmp_path: Path
     errors = [o.error for o in publisher.outcomes]
     assert all(e is not None and e.code == grpc.StatusCode.UNAVAILABLE for e in errors)
     assert "Input/output error" in str(errors[0])
-    assert stored(tmp_path) == []
+    assert stored_files(tmp_path) == []
     storage.close()  # its owner mark
     assert descriptors_under(tmp_path) == []
 
@@ -389,7 +384,7 @@ def test_a_group_after_one_that_crashed_publishes_nothing(tmp_path: Path) -> Non
                     publisher.add(event)
             finally:
                 publisher.finish()
-    assert stored(tmp_path) == []
+    assert stored_files(tmp_path) == []
     storage.close()  # its owner mark
     assert descriptors_under(tmp_path) == []
 
@@ -416,7 +411,7 @@ def test_group_sync_is_used_only_where_it_is_as_durable_as_fsync(tmp_path: Path)
             publisher.add(event)
         publisher.finish()
     assert syncs.call_count == 0
-    assert stored(tmp_path) == ["a", "b", "c", "mountinfo"]
+    assert stored_files(tmp_path) == ["a", "b", "c", "mountinfo"]
 
 
 def test_a_packed_file_that_fails_verification_is_never_published(tmp_path: Path) -> None:
