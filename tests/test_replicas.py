@@ -266,7 +266,12 @@ def client_work(
             done.append(f"{prefix} download dir (CLI)")
 
 
-def test_replica_killed_under_load_loses_nothing(cluster: Cluster) -> None:
+def test_replica_killed_under_load_loses_nothing(
+    cluster: Cluster, request: pytest.FixtureRequest
+) -> None:
+    # The module's tests share the cluster: a failure before the restart below must not leave
+    # them a replica short.
+    request.addfinalizer(lambda: restart_if_dead(cluster, 1))
     retries = RetryLog()
     logging.getLogger("artifactd.client").addHandler(retries)
     logging.getLogger("artifactd.client").setLevel(logging.INFO)
@@ -294,14 +299,18 @@ def test_replica_killed_under_load_loses_nothing(cluster: Cluster) -> None:
         s3 = cluster.seaweed.client()
         deadline = time.monotonic() + 60
         patience = time.monotonic() + 15  # for a moment when multipart uploads are running too
-        while uploads_running(cluster.workdir, 1) == 0 or (
-            time.monotonic() < patience and not incomplete_uploads(s3)
-        ):  # kill it in the middle of an upload, a large one if it can be had
+        # Kill it in the middle of an upload, a large one if it can be had. The slow check
+        # (listing the bucket) comes first and the kill right after the stream count, so the
+        # upload counted is still running when the replica dies.
+        while not (
+            (time.monotonic() >= patience or incomplete_uploads(s3))
+            and uploads_running(cluster.workdir, 1) > 0
+        ):
             assert time.monotonic() < deadline, "no upload ever reached replica 1"
             time.sleep(0.005)
-        served_before = victim.log_text().count("artifactd.access")
         victim.stop(signal.SIGKILL)
         killed_at = len(done)
+        served_before = victim.log_text().count("artifactd.access")
         running_at_kill = len(incomplete_uploads(s3))
         for thread in threads:
             thread.join(240)
@@ -326,8 +335,16 @@ def test_replica_killed_under_load_loses_nothing(cluster: Cluster) -> None:
     try:
         assert_bucket_clean(cluster)
     finally:
-        cluster.replicas[1] = start_replica(cluster.workdir, 1, cluster.database, cluster.env)
+        restart_if_dead(cluster, 1)
     assert_bucket_clean(cluster)
+
+
+def restart_if_dead(cluster: Cluster, index: int) -> None:
+    """Starts replica `index` again if it is not running, as its supervisor would."""
+    if cluster.replicas[index].process.poll() is not None:
+        cluster.replicas[index] = start_replica(
+            cluster.workdir, index, cluster.database, cluster.env
+        )
 
 
 def incomplete_uploads(s3: Any, prefix: str = "") -> list[dict[str, Any]]:
